@@ -1,0 +1,406 @@
+"""omnid's configuration: find the file, layer environment overrides, find the API key, validate.
+
+A device in a box is configured once, by someone who may never see a traceback. So every mistake
+becomes one line that names the key, echoes the value as given and says what is allowed, all
+mistakes are reported at once (one `omnid check-config` run, not one per typo), and the whole set
+is raised as a single `ConfigError` that the CLI turns into exit status 78 (EX_CONFIG; the unit has
+`RestartPreventExitStatus=78`, so a typo does not restart-loop). The API key never appears in any
+message or rendering: values that could be the key are redacted before they are shown.
+
+The schema (sections, keys, defaults, ranges) lives in `omnid.config_schema`.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import logging
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from omnid.config_schema import (
+    SECTIONS,
+    ApiSection,
+    AudioSection,
+    ButtonSection,
+    CameraSection,
+    Config,
+    ControlSection,
+    LedSection,
+    LogSection,
+    SessionSection,
+    UsageSection,
+    VadSection,
+    allowed_text,
+    cross_check,
+    table_model,
+)
+from omnid.config_sources import (
+    KEY_HOME,
+    env_overrides,
+    redact,
+    resolve_key,
+    unknown_key,
+    user_name,
+)
+
+__all__ = [
+    "ApiSection",
+    "AudioSection",
+    "ButtonSection",
+    "CameraSection",
+    "Config",
+    "ConfigError",
+    "ControlSection",
+    "LedSection",
+    "LogSection",
+    "SessionSection",
+    "UsageSection",
+    "VadSection",
+    "load_config",
+    "render_effective",
+    "resolve_config_path",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATH = Path("/etc/omnid/omnid.toml")
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class ConfigError(Exception):
+    """Everything wrong with a config, one readable line per problem, in `problems`."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def resolve_config_path(cli_path: Path | None) -> Path | None:
+    """--config, else $OMNID_CONFIG, else /etc/omnid/omnid.toml if present, else None (defaults).
+
+    A file the user named explicitly must exist: silently running on defaults because of a typo in
+    a path is exactly the surprise this function exists to prevent.
+    """
+    if cli_path is not None:
+        path, named_by = Path(cli_path), "--config"
+    elif os.environ.get("OMNID_CONFIG"):
+        path, named_by = Path(os.environ["OMNID_CONFIG"]), "$OMNID_CONFIG"
+    else:
+        return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+    if not path.exists():
+        raise ConfigError([f"{path}: no such config file (named by {named_by})"])
+    if path.is_dir():
+        raise ConfigError([f"{path}: is a directory, not a config file (named by {named_by})"])
+    return path
+
+
+def load_config(path: Path | str | None = None, *, require_api_key: bool = False) -> Config:
+    """Built-in defaults, then the TOML file, then OMNID_<SECTION>__<KEY> overrides, then the key.
+
+    Raises one ConfigError listing every problem found; warnings (an unknown model or voice, which
+    may simply be newer than omnid) are logged and do not stop the daemon.
+    """
+    environ = os.environ
+    source = resolve_config_path(Path(path) if path is not None else None)
+    secrets = {environ.get("DASHSCOPE_API_KEY", "").strip()}
+    problems: list[str] = []
+    warnings: list[str] = []
+
+    data, found = _check_tables(_read_toml(source) if source else {}, secrets)
+    problems += found
+    env_data, env_sources, found, warned = env_overrides(environ, secrets)
+    problems += found
+    warnings += warned
+    merged = _merge(data, env_data)
+
+    # The key is looked up before values are echoed in messages, so that they can be redacted.
+    raw_file = merged.get("api", {}).get("api_key_file")
+    key_file = Path(raw_file) if isinstance(raw_file, str) and raw_file else None
+    key, key_note, key_problems = resolve_key(key_file, environ, secrets)
+
+    # Each section as validated, or a stand-in with its bad keys defaulted (see _salvage).
+    sections: dict[str, BaseModel | None] = {}
+    failed: set[str] = set()  # dotted keys already reported
+    for name, model in SECTIONS.items():
+        raw = merged.get(name, {})
+        try:
+            sections[name] = model.model_validate(raw)
+        except ValidationError as exc:
+            lines = _translate(name, raw, exc, env_sources, secrets)
+            problems += lines.values()
+            failed |= lines.keys()
+            sections[name] = _salvage(model, raw)
+
+    problems += key_problems
+    if require_api_key and key is None and not key_problems:
+        problems.append(f"API key: {key_note}")
+
+    # Checks across keys run on the stand-ins too, so that one run reports everything; a check
+    # about a key that is itself broken would only repeat (or contradict) that key's own line.
+    errors, warned = cross_check(
+        None if "api.model" in failed else _section(sections, "api", ApiSection),
+        _section(sections, "session", SessionSection),
+        _section(sections, "camera", CameraSection),
+    )
+    problems += [e for e in errors if re.split(r"[ :]", e, maxsplit=1)[0] not in failed]
+    warnings += warned
+    for warning in warnings:
+        log.warning("%s", redact(warning, secrets))
+    if problems:
+        raise ConfigError(redact(p, secrets) for p in problems)
+
+    cfg = Config(
+        **cast(dict[str, Any], sections),
+        api_key=SecretStr(key) if key else None,
+        source_path=source,
+    )
+    cfg._api_key_note = f"set (from {key_note})" if key else key_note
+    cfg._env_sources = env_sources
+    return cfg
+
+
+def render_effective(cfg: Config) -> str:
+    """The effective config as TOML that loads back to the same config; the key only as a note."""
+    note = cfg._api_key_note or ("set (source not recorded)" if cfg.api_key else "not set")
+    info = "the model's default" if not cfg.session.voice else "configured"
+    lines = [
+        "# omnid effective configuration: built-in defaults, then the file, then OMNID_* overrides",
+        f"# file: {cfg.source_path}" if cfg.source_path else "# file: none (built-in defaults)",
+        f"# api key: {note}",
+        f"# voice: {cfg.effective_voice or '(the service default)'} ({info})",
+    ]
+    for name in SECTIONS:
+        _render_table(lines, name, getattr(cfg, name), cfg._env_sources)
+    secret = {cfg.api_key.get_secret_value()} if cfg.api_key else set()
+    return redact("\n".join(lines) + "\n", secret)
+
+
+# --- reading the file --------------------------------------------------------------------------
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except PermissionError:
+        raise ConfigError([f"{path}: cannot read the config file as user {user_name()}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (bad byte at offset {exc.start})"]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", message, re.DOTALL)
+        where = "at the end of the file"
+        if match:
+            message, where = match[1], f"at line {match[2]}, column {match[3]}"
+        if message == "Invalid value":
+            message += ' (text values need quotes, e.g. mode = "vad")'
+        raise ConfigError([f"{path}: TOML syntax error {where}: {message}"]) from None
+
+
+def _all_tables() -> dict[str, type[BaseModel]]:
+    tables: dict[str, type[BaseModel]] = {}
+
+    def walk(path: str, model: type[BaseModel]) -> None:
+        tables[path] = model
+        for key, info in model.model_fields.items():
+            nested = table_model(info)
+            if nested:
+                walk(f"{path}.{key}", nested)
+
+    for name, model in SECTIONS.items():
+        walk(name, model)
+    return tables
+
+
+_TABLES = _all_tables()
+
+
+def _check_tables(data: dict[str, Any], secrets: set[str]) -> tuple[dict[str, Any], list[str]]:
+    """Top-level shape: known sections, each a table, and no `api_key` anywhere."""
+    problems: list[str] = []
+    _pull_api_keys(data, "", problems, secrets)
+    valid = ", ".join(_TABLES)
+    clean: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in SECTIONS and isinstance(value, dict):
+            clean[key] = value
+        elif key in SECTIONS:
+            problems.append(
+                f"{key} = {_show(value, secrets)}: must be a table: "
+                f"write [{key}] on a line of its own and put its keys under it"
+            )
+        elif isinstance(value, dict):
+            close = difflib.get_close_matches(key, _TABLES, n=1)
+            close += [t for t in _TABLES if t.endswith("." + key)]
+            hint = f" (did you mean [{close[0]}]?)" if close else ""
+            problems.append(f"[{key}]: unknown section{hint}; valid sections: {valid}")
+        else:
+            owners = [f"[{t}]" for t, m in _TABLES.items() if key in m.model_fields]
+            where = f"it belongs under {' or '.join(owners)}" if owners else f"sections: {valid}"
+            problems.append(f"{key}: a key outside any section; {where}")
+    return clean, problems
+
+
+def _pull_api_keys(
+    table: dict[str, Any], prefix: str, problems: list[str], secrets: set[str]
+) -> None:
+    for key in list(table):
+        value = table[key]
+        if key == "api_key":
+            problems.append(f"{prefix}api_key: the key never lives in the TOML; {KEY_HOME}")
+            secrets.add(str(value).strip())
+            del table[key]
+        elif isinstance(value, dict):
+            _pull_api_keys(value, f"{prefix}{key}.", problems, secrets)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# --- turning pydantic's errors into one line each ----------------------------------------------
+
+
+def _translate(
+    section: str, raw: Any, exc: ValidationError, sources: Mapping[str, str], secrets: set[str]
+) -> dict[str, str]:
+    """pydantic's errors for one section → {dotted key: one line}, at most one line per key."""
+    lines: dict[str, str] = {}
+    for err in exc.errors(include_url=False):
+        model: type[BaseModel] | None = SECTIONS[section]
+        path = [section]
+        info = None
+        unknown = False
+        for name in (p for p in err["loc"] if isinstance(p, str)):  # list indices → whole key
+            if model is None:
+                break
+            if name not in model.model_fields:
+                unknown = True
+                path.append(name)
+                break
+            info = model.model_fields[name]
+            path.append(name)
+            model = table_model(info)
+        dotted = ".".join(path)
+        if dotted in lines:
+            continue
+        note = f" (from ${sources[dotted]})" if dotted in sources else ""
+        if unknown or err["type"] == "extra_forbidden":
+            table_path = ".".join(path[:-1])
+            lines[dotted] = unknown_key(dotted, table_path, _TABLES[table_path], note)
+            continue
+        value = _lookup(raw, path[1:], err.get("input"))
+        if err["type"] == "value_error":
+            text = str(err.get("ctx", {}).get("error", err["msg"]))
+        else:
+            text = allowed_text(info, dotted) if info else err["msg"]
+        lines[dotted] = f"{dotted} = {_show(value, secrets)}{note}: {text}"
+    return lines
+
+
+def _salvage(model: type[BaseModel], raw: Any) -> BaseModel | None:
+    """The section with every bad key removed (so defaulted), for the checks across keys."""
+    data = copy.deepcopy(raw) if isinstance(raw, dict) else {}
+    for _ in range(3):  # removing a key can only reveal problems in what remains once or twice
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            for err in exc.errors():
+                node: Any = data
+                names = [p for p in err["loc"] if isinstance(p, str)]
+                for name in names[:-1]:
+                    node = node.get(name) if isinstance(node, dict) else None
+                if isinstance(node, dict) and names:
+                    node.pop(names[-1], None)
+    return None
+
+
+def _lookup(raw: Any, keys: list[str], default: Any) -> Any:
+    for key in keys:
+        if not isinstance(raw, dict) or key not in raw:
+            return default
+        raw = raw[key]
+    return raw
+
+
+def _show(value: Any, secrets: set[str]) -> str:
+    """A value roughly as the user wrote it, shortened so one problem stays one line.
+
+    Redacted before shortening: a key cut in half would no longer match, and half a key is a leak.
+    Shortening also never stops inside a word, so no fragment of any unknown key survives.
+    """
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = repr(value)
+    elif isinstance(value, list):
+        text = "[" + ", ".join(_show(v, secrets) for v in value) + "]"
+    elif isinstance(value, dict):
+        text = "{…}"
+    else:
+        text = repr(value) if isinstance(value, int | float) else str(value)
+    text = redact(text, secrets)
+    if len(text) <= 80:
+        return text
+    head = text[:76]
+    if re.match(r"[\w-]", text[76]):
+        head = re.sub(r"[\w-]+$", "", head)
+    return head + "…" + text[-1]
+
+
+def _section(sections: Mapping[str, BaseModel | None], name: str, kind: type[_M]) -> _M | None:
+    found = sections.get(name)
+    return found if isinstance(found, kind) else None
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def _render_table(
+    lines: list[str], path: str, model: BaseModel, sources: Mapping[str, str]
+) -> None:
+    lines += ["", f"[{path}]"]
+    nested: list[tuple[str, BaseModel]] = []
+    for key in type(model).model_fields:
+        value = getattr(model, key)
+        dotted = f"{path}.{key}"
+        if isinstance(value, BaseModel):
+            nested.append((dotted, value))
+            continue
+        notes = ["not set"] if value is None else []
+        notes += [f"from ${sources[dotted]}"] if dotted in sources else []
+        comment = f"  # {', '.join(notes)}" if notes else ""
+        lines.append(f"{key} = {_toml('' if value is None else value)}{comment}")
+    for dotted, table in nested:
+        _render_table(lines, dotted, table, sources)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)  # validation keeps floats finite, and repr() is valid TOML
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    escapes = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+    out = [
+        escapes.get(ch) or (f"\\u{ord(ch):04x}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch)
+        for ch in str(value)
+    ]
+    return '"' + "".join(out) + '"'

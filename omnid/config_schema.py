@@ -1,0 +1,387 @@
+"""The shape of omnid's configuration: every section, key, default and allowed range.
+
+The models are the single source of truth for `config/omnid.toml`, for the error messages of
+`omnid check-config` (the "what is allowed" half of each message is derived from the constraints
+declared here, so the two cannot drift apart) and for the attribute names the rest of the daemon
+reads. Loading, environment overrides, the API key and rendering live in `omnid.config`.
+
+Sections are strict (a TOML string is not silently turned into a number or a boolean: that is
+usually a typo worth reporting), forbid unknown keys, and are frozen, because the daemon swaps whole
+configs on SIGHUP instead of mutating one that other threads are reading.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic.config import JsonDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from omnid.models import MODELS
+
+DEFAULT_URL = "wss://dashscope-intl.aliyuncs.com/api-ws/v1/realtime"
+DEFAULT_MODEL = "qwen3.5-omni-plus-realtime"
+DEFAULT_INSTRUCTIONS = (
+    "You are a helpful voice assistant inside a small box with a microphone and a speaker. "
+    "Everything you say is spoken aloud, so answer in one to three short sentences of plain, "
+    "conversational language, without lists, markdown, emoji or links. Reply in the language "
+    "the user speaks. If you did not catch what was said, ask briefly. When an image comes "
+    "with a question, it is what the box's camera sees right now."
+)
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# sun_path in struct sockaddr_un holds 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH_BYTES = 107
+
+
+def _key(default: Any = None, allowed: str | None = None, **constraints: Any) -> Any:
+    """A field whose error text can be overridden when the derived one would not help a user."""
+    extra: JsonDict | None = {"allowed": allowed} if allowed else None
+    if isinstance(default, list):
+        return Field(default_factory=lambda: list(default), json_schema_extra=extra, **constraints)
+    return Field(default, json_schema_extra=extra, **constraints)
+
+
+def _blank_is_none(value: Any) -> Any:
+    """TOML has no null: an empty string is how a file (or an env override) un-sets a path."""
+    return None if value == "" else value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class ApiSection(_Section):
+    url: str = _key(
+        DEFAULT_URL,
+        "must be a wss:// URL such as 'wss://dashscope-intl.aliyuncs.com/api-ws/v1/realtime' "
+        "(ws:// only to 127.0.0.1, localhost or ::1)",
+    )
+    model: str = _key(DEFAULT_MODEL, "must be a model name such as 'qwen3.5-omni-plus-realtime'")
+    api_key_file: Path | None = _key(
+        None, "must be the path of a file that holds only the key", strict=False
+    )
+    connect_timeout_s: float = _key(10.0, gt=0, le=120)
+
+    _blank = field_validator("api_key_file", mode="before")(_blank_is_none)
+
+    @field_validator("url")
+    @classmethod
+    def _tls_for_remote_hosts(cls, url: str) -> str:
+        """The key travels in a header: plain ws:// is only acceptable to this machine itself."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError(
+                "must be a wss:// URL with a host, such as "
+                "'wss://dashscope-intl.aliyuncs.com/api-ws/v1/realtime'"
+            )
+        if scheme == "ws" and parts.hostname not in LOCAL_HOSTS:
+            raise ValueError(
+                f"ws:// (no TLS) is only allowed to 127.0.0.1, localhost or ::1; "
+                f"use wss:// for {parts.hostname} — the API key would travel in clear text"
+            )
+        return url
+
+    @field_validator("model")
+    @classmethod
+    def _not_blank(cls, model: str) -> str:
+        if not model.strip():
+            raise ValueError("must be a model name such as 'qwen3.5-omni-plus-realtime'")
+        return model
+
+
+class VadSection(_Section):
+    type: Literal["server_vad", "semantic_vad"] = "semantic_vad"
+    threshold: float = _key(0.5, ge=-1, le=1)
+    silence_duration_ms: int = _key(800, ge=200, le=6000)
+    prefix_padding_ms: int = _key(300, ge=0, le=5000)
+
+
+class SessionSection(_Section):
+    mode: Literal["manual", "vad"] = "manual"
+    voice: str = _key("", "must be a voice name such as 'Tina', or '' for the model's own default")
+    instructions: str = DEFAULT_INSTRUCTIONS
+    modalities: list[str] = _key(["text", "audio"], """must be ["text"] or ["text", "audio"]""")
+    transcribe_input: bool = True
+    transcription_model: str = _key("gummy-realtime-v1", min_length=1)
+    enable_search: bool = False
+    rollover_after_min: float = _key(110.0, gt=0, lt=120)
+    carry_over_turns: int = _key(6, ge=0, le=50)
+    keep_warm: bool = True
+    retry_turn_on_drop: bool = True
+    vad: VadSection = Field(default_factory=VadSection)
+
+    @field_validator("modalities")
+    @classmethod
+    def _documented_combinations(cls, modalities: list[str]) -> list[str]:
+        """The service accepts exactly these two; normalise order so comparisons are simple."""
+        if sorted(modalities) == ["text"]:
+            return ["text"]
+        if sorted(modalities) == ["audio", "text"]:
+            return ["text", "audio"]
+        raise ValueError(
+            """must be ["text"] or ["text", "audio"] (spoken answers always come with their """
+            """text; ["audio"] alone is refused by the service)"""
+        )
+
+
+_DEVICE = "must be an ALSA device name or part of one, 'default', or 'wav:PATH'"
+
+
+def _check_device(name: str) -> str:
+    if not name.strip():
+        raise ValueError(_DEVICE)
+    if name.startswith("wav:") and not name[4:].strip():
+        raise ValueError("'wav:' needs a file path after it, e.g. 'wav:/tmp/mic.wav'")
+    return name
+
+
+class AudioSection(_Section):
+    input_device: str = _key("default", _DEVICE)
+    output_device: str = _key("default", _DEVICE)
+    block_ms: Literal[10, 20, 40, 50, 100] = 20
+    output_volume: int = _key(100, ge=0, le=100)
+    echo_guard: Literal["half_duplex", "off"] = "half_duplex"
+    echo_tail_ms: int = _key(300, ge=0, le=3000)
+    earcons: bool = True
+    max_turn_s: float = _key(60.0, ge=1, le=600)
+
+    _devices = field_validator("input_device", "output_device")(_check_device)
+
+
+class CameraSection(_Section):
+    enabled: bool = False
+    source: Literal["picamera2", "v4l2", "files"] = "picamera2"
+    device: str = _key("/dev/video0", min_length=1)
+    path: Path | None = _key(None, "must be a directory of JPEG/PNG images", strict=False)
+    width: int = _key(640, ge=32, le=1920)
+    height: int = _key(480, ge=32, le=1080)
+    fps: float = _key(1.0, gt=0, le=1)
+    jpeg_quality: int = _key(80, ge=10, le=95)
+    when: Literal["turn", "always"] = "turn"
+
+    _blank = field_validator("path", mode="before")(_blank_is_none)
+
+
+_PIN = "must be a gpiozero pin name such as 'GPIO17' (a string, in quotes)"
+
+
+class ButtonSection(_Section):
+    enabled: bool = False
+    pin: str = _key("GPIO17", _PIN, min_length=1)
+    pull_up: bool = True
+    bounce_ms: int = _key(20, ge=0, le=500)
+
+
+class LedSection(_Section):
+    enabled: bool = False
+    pin: str = _key("GPIO27", _PIN, min_length=1)
+
+
+class UsageSection(_Section):
+    daily_token_limit: int = _key(0, ge=0)
+    price_input_text: float = _key(0.0, ge=0)
+    price_input_audio: float = _key(0.0, ge=0)
+    price_input_image: float = _key(0.0, ge=0)
+    price_output_text: float = _key(0.0, ge=0)
+    price_output_audio: float = _key(0.0, ge=0)
+    currency: str = ""
+
+
+class ControlSection(_Section):
+    socket: Path = _key(
+        Path("/run/omnid/control.sock"),
+        f"must be an absolute path of at most {MAX_SOCKET_PATH_BYTES} bytes",
+        strict=False,
+    )
+
+    @field_validator("socket")
+    @classmethod
+    def _bindable(cls, socket: Path) -> Path:
+        """Relative paths depend on the daemon's cwd; longer ones fail only at bind() time."""
+        if not socket.is_absolute() or len(bytes(socket)) > MAX_SOCKET_PATH_BYTES:
+            raise ValueError(f"must be an absolute path of at most {MAX_SOCKET_PATH_BYTES} bytes")
+        return socket
+
+
+class LogSection(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    transcripts: bool = False
+
+
+def cross_check(
+    api: ApiSection | None, session: SessionSection | None, camera: CameraSection | None
+) -> tuple[list[str], list[str]]:
+    """Problems that involve two keys, as (errors, warnings), one readable line each.
+
+    Takes sections rather than a Config so that `load_config` can run it on the sections that did
+    validate and report these problems together with per-key ones.
+    """
+    errors: list[str] = []
+    warnings: list[str] = []
+    info = MODELS.get(api.model) if api else None
+    if api and info is None:
+        warnings.append(
+            f"api.model = {api.model!r}: not a model omnid knows ({', '.join(MODELS)}); "
+            "it is used as given, without checking voice, VAD type or search against it"
+        )
+    if session and info:
+        voice = session.voice
+        if voice and voice not in info.voices:
+            owners = [m.name for m in MODELS.values() if voice in m.voices]
+            choices = ", ".join(sorted(info.voices))
+            if owners:
+                errors.append(
+                    f"session.voice = {voice!r}: a voice of {', '.join(owners)}, not of "
+                    f"{info.name}; use one of {choices}, or '' for its default "
+                    f"{info.default_voice!r}"
+                )
+            else:
+                same = [v for v in info.voices if v.lower() == voice.lower()]
+                hint = f"did you mean {same[0]!r}? " if same else ""
+                warnings.append(
+                    f"session.voice = {voice!r}: not in omnid's list for {info.name}; {hint}"
+                    f"it is sent as given (known voices: {choices})"
+                )
+        if session.mode == "vad" and session.vad.type == "semantic_vad" and not info.semantic_vad:
+            errors.append(
+                f"session.vad.type = 'semantic_vad': model {info.name} has no semantic_vad; "
+                "use session.vad.type = 'server_vad' with it"
+            )
+        if session.enable_search and not info.search:
+            able = ", ".join(m.name for m in MODELS.values() if m.search)
+            errors.append(
+                f"session.enable_search = true: model {info.name} has no web search; "
+                f"only {able} offers it — set enable_search = false or change api.model"
+            )
+    if camera and camera.enabled and camera.source == "files":
+        if camera.path is None:
+            errors.append(
+                "camera.path: required when camera.enabled = true and camera.source = 'files'; "
+                "must be a directory of JPEG/PNG images"
+            )
+        elif not camera.path.is_dir():
+            what = "not a directory" if camera.path.exists() else "no such directory"
+            errors.append(
+                f"camera.path = {str(camera.path)!r}: {what}; "
+                "must be a directory of JPEG/PNG images"
+            )
+    return errors, warnings
+
+
+class Config(BaseSettings):
+    """The whole effective configuration, as the daemon reads it.
+
+    `Config()` alone is the built-in defaults: its only settings source is its own arguments. The
+    TOML file, the `OMNID_<SECTION>__<KEY>` environment and the API key are layered on by
+    `omnid.config.load_config`, which alone knows which line or variable a bad value came from
+    and so can say so in the error.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    api: ApiSection = Field(default_factory=ApiSection)
+    session: SessionSection = Field(default_factory=SessionSection)
+    audio: AudioSection = Field(default_factory=AudioSection)
+    camera: CameraSection = Field(default_factory=CameraSection)
+    button: ButtonSection = Field(default_factory=ButtonSection)
+    led: LedSection = Field(default_factory=LedSection)
+    usage: UsageSection = Field(default_factory=UsageSection)
+    control: ControlSection = Field(default_factory=ControlSection)
+    log: LogSection = Field(default_factory=LogSection)
+    api_key: SecretStr | None = None
+    source_path: Path | None = None
+
+    # Set by load_config; read by render_effective. Private, so they never reach a dump.
+    _api_key_note: str = PrivateAttr(default="")
+    _env_sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only explicit arguments: no stray `OMNID_API_KEY` or .env file can sneak a key in."""
+        return (init_settings,)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        errors, _ = cross_check(self.api, self.session, self.camera)
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    @property
+    def effective_voice(self) -> str:
+        """The voice to send: the configured one, else the model's default.
+
+        Empty only for a model omnid does not know with no voice configured: then send no voice
+        and let the service use its own default.
+        """
+        info = MODELS.get(self.api.model)
+        return self.session.voice or (info.default_voice if info else "")
+
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    name: info.annotation
+    for name, info in Config.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, _Section)
+}
+
+
+def table_model(info: FieldInfo) -> type[BaseModel] | None:
+    """The model of a key that is itself a table (`session.vad`), else None."""
+    ann = info.annotation
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _num(x: Any) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def allowed_text(info: FieldInfo, path: str) -> str:
+    """What a key accepts, in words a user can act on, derived from the field's declaration."""
+    extra = info.json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get("allowed"), str):
+        return str(extra["allowed"])
+    ann = info.annotation
+    if get_origin(ann) is Literal:
+        return "must be one of " + ", ".join(repr(a) for a in get_args(ann))
+    if ann is bool:
+        return "must be true or false"
+    if table_model(info):
+        return f"must be a table: write [{path}] on a line of its own and put its keys under it"
+    bounds = {
+        attr: getattr(m, attr)
+        for m in info.metadata
+        for attr in ("ge", "gt", "le", "lt", "min_length")
+        if getattr(m, attr, None) is not None
+    }
+    if ann in (int, float):
+        kind = "a whole number" if ann is int else "a number"
+        if "ge" in bounds and "le" in bounds:
+            return f"must be {kind} between {_num(bounds['ge'])} and {_num(bounds['le'])}"
+        words = {"ge": "at least", "gt": "greater than", "le": "at most", "lt": "less than"}
+        if set(bounds) & set(words) == {"ge"}:
+            return f"must be {kind}, {_num(bounds['ge'])} or more"
+        parts = [f"{w} {_num(bounds[k])}" for k, w in words.items() if k in bounds]
+        return f"must be {kind}" + (" " + " and ".join(parts) if parts else "")
+    if ann is str:
+        return "must be a non-empty string" if "min_length" in bounds else "must be a string"
+    return "must be a path (a string)"

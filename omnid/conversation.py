@@ -1,0 +1,408 @@
+"""The turn state machine: one thread, one queue, no locks (design.md, "Inside").
+
+States: idle → listening → thinking → speaking → idle, with offline/connecting reported from the
+session while idle. Every input arrives as an event on `self.queue`; timers run from `tick()`
+driven by the injected clock, so the machine can be tested by feeding events with a fake clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from omnid import earcons, protocol
+from omnid import events as ev
+from omnid.config import Config
+from omnid.session import Session
+from omnid.supervisor import Journal, Notifier
+from omnid.turn import APPEND_SAMPLES, Turn
+from omnid.usage import record_usage
+
+log = logging.getLogger("omnid.conversation")
+
+TICK_S = 0.1
+MIN_TURN_S = 0.2  # a shorter press is a bump of the button, not speech
+RESPONSE_TIMEOUT_S = 20.0  # commit sent, nothing back: the answer is not coming
+OFFLINE_TURN_TIMEOUT_S = 30.0  # released while offline: give up after this long
+
+
+class Output(Protocol):
+    """What the conversation needs of the speaker (omnid.audio.Speaker)."""
+
+    def play(self, pcm: np.ndarray) -> None: ...
+    def flush(self) -> None: ...
+    @property
+    def queued_s(self) -> float: ...
+
+
+class Conversation:
+    def __init__(
+        self,
+        cfg: Config,
+        speaker: Output,
+        journal: Journal,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.speaker = speaker
+        self.journal = journal
+        self.notifier = notifier or Notifier()
+        self.clock = clock
+        self.queue: queue.SimpleQueue[ev.Event] = queue.SimpleQueue()
+        self.session = Session(cfg, self.post, journal, clock)
+        self.state = "idle"  # idle | listening | thinking | speaking
+        self.turn: Turn | None = None
+        self.turns = 0
+        self.running = False
+        self._last_tick = 0.0
+        self._error_tone = earcons.error_tone()
+
+    def post(self, event: ev.Event) -> None:
+        """The only entry point for other threads: never blocks."""
+        self.queue.put_nowait(event)
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> None:
+        self.running = True
+        self.session.connect_now()
+        self._status()
+        while self.running:
+            try:
+                event: ev.Event | None = self.queue.get(timeout=TICK_S)
+            except queue.Empty:
+                event = None
+            if event is not None:
+                self.handle(event)
+            now = self.clock()
+            if now - self._last_tick >= TICK_S:
+                self._last_tick = now
+                self.tick(now)
+        self.session.close()
+
+    def handle(self, event: ev.Event) -> None:
+        try:
+            self._dispatch(event)
+        except Exception:  # one bad event must not end the conversation
+            log.exception("error handling %s", type(event).__name__)
+
+    def _dispatch(self, event: ev.Event) -> None:
+        match event:
+            case ev.MicBlock():
+                self._on_mic(event)
+            case ev.LinkMessage():
+                self._on_server(event)
+            case ev.SpeakerEvent():
+                self._on_speaker(event)
+            case ev.Press():
+                self.press(event.t)
+            case ev.Release():
+                self.release(event.t)
+            case ev.Tap():
+                self.tap(event.t)
+            case ev.ControlRequest():
+                self._on_control(event)
+            case ev.LinkUp():
+                self.session.on_link_up(event.link)
+            case ev.LinkFailed():
+                self.session.on_link_failed(event.error)
+            case ev.LinkClosed():
+                if self.session.on_closed(event.link, event.code, event.reason):
+                    self._on_session_lost()
+            case ev.Stop():
+                log.info("stopping (%s)", event.reason)
+                self.notifier.stopping()
+                self.running = False
+            case ev.Reload():
+                log.warning("reload: configuration changes need a restart in this version")
+        self._status()
+
+    def tick(self, now: float) -> None:
+        self.session.tick(now)
+        turn = self.turn
+        if turn is None:
+            return
+        if self.state == "listening" and now - turn.started_t >= self.cfg.audio.max_turn_s:
+            log.warning(
+                "turn %d held past max_turn_s (%.0f s): sending it",
+                turn.number,
+                self.cfg.audio.max_turn_s,
+            )
+            self.release(now)
+        elif self.state == "thinking":
+            if turn.commit_sent_t is not None and now - turn.commit_sent_t > RESPONSE_TIMEOUT_S:
+                self._lose(turn, "no answer from the service")
+            elif (
+                turn.commit_pending
+                and turn.released_t is not None
+                and (now - turn.released_t > OFFLINE_TURN_TIMEOUT_S)
+            ):
+                self._lose(turn, f"offline for {OFFLINE_TURN_TIMEOUT_S:.0f} s after release")
+        elif self.state == "speaking" and turn.response_done and self.speaker.queued_s <= 0:
+            self._finish(turn, "answered")
+
+    # ------------------------------------------------------------------ user actions
+
+    def press(self, t: float) -> None:
+        if self.state in ("thinking", "speaking"):
+            self._interrupt()  # push-to-talk over the answer: stop it and listen
+        if self.state == "listening":
+            return
+        self.turns += 1
+        self.turn = Turn(self.turns, self.cfg.session.mode, t)
+        self.state = "listening"
+        if not self.session.ready:
+            self.session.connect_now()  # a press while offline tries at once
+
+    def release(self, t: float) -> None:
+        turn = self.turn
+        if turn is None or self.state != "listening":
+            return
+        turn.released_t = t
+        if turn.audio_s < MIN_TURN_S:
+            log.info("press of %.2f s ignored (shorter than %.1f s)", turn.audio_s, MIN_TURN_S)
+            self.turn, self.state = None, "idle"
+            return
+        self.state = "thinking"
+        turn.commit_pending = True
+        self._commit(turn)
+
+    def tap(self, t: float) -> None:
+        if self.state in ("thinking", "speaking"):
+            self._interrupt()
+
+    def _interrupt(self) -> None:
+        """Stop the answer: silence the speaker now, then tell the service."""
+        self.speaker.flush()
+        turn = self.turn
+        if turn is None:
+            return
+        turn.cancelled = True
+        if turn.response_requested and not turn.response_done:
+            self.session.send(protocol.response_cancel())
+        self._finish(turn, "cancelled")
+
+    # ------------------------------------------------------------------ audio in
+
+    def _on_mic(self, block: ev.MicBlock) -> None:
+        turn = self.turn
+        if turn is None or self.state != "listening":
+            return
+        turn.add(block.pcm)
+        self._stream(turn, final=False)
+
+    def _stream(self, turn: Turn, final: bool) -> None:
+        """Send what the service has not got yet, in ~100 ms appends (all of it when final)."""
+        if not self.session.ready:
+            return
+        pcm = turn.unsent(self.session.session_id)
+        if len(pcm) == 0 or (not final and len(pcm) < APPEND_SAMPLES):
+            return
+        for start in range(0, len(pcm), APPEND_SAMPLES * 10):
+            chunk = pcm[start : start + APPEND_SAMPLES * 10]
+            if not self.session.send(protocol.audio_append(chunk.astype("<i2").tobytes())):
+                return
+        turn.mark_sent()
+
+    def _commit(self, turn: Turn) -> None:
+        if not self.session.ready:
+            return  # sent when the session is ready again (buffered in the turn)
+        self._stream(turn, final=True)
+        if not self.session.send(protocol.audio_commit()):
+            return
+        turn.commit_sent_t = self.clock()
+        turn.commit_pending = False
+        if self.session.send(protocol.response_create()):
+            turn.response_requested = True
+
+    # ------------------------------------------------------------------ service events
+
+    def _on_server(self, msg: ev.LinkMessage) -> None:
+        if msg.link is not self.session.link:
+            return  # a late event from a link we already left
+        event = msg.event
+        if self.session.on_message(msg.link, event):
+            self._on_session_ready()
+            return
+        turn = self.turn
+        match event:
+            case protocol.AudioDelta():
+                if turn is not None and self._current_response(turn, event.response_id):
+                    self._play(turn, event, msg.t)
+            case protocol.ResponseCreated():
+                if turn is not None and turn.response_requested and not turn.response_id:
+                    turn.response_id = event.response_id
+            case protocol.TranscriptDelta():
+                if turn is not None and self._current_response(turn, event.response_id):
+                    turn.assistant_text += event.delta
+            case protocol.TranscriptDone():
+                if turn is not None and self._current_response(turn, event.response_id):
+                    turn.assistant_text = event.transcript or turn.assistant_text
+            case protocol.InputTranscriptCompleted():
+                if turn is not None:
+                    turn.user_text = event.transcript
+            case protocol.ResponseDone():
+                self._on_response_done(event)
+            case protocol.Error():
+                self._on_error(event)
+            case protocol.Unknown():
+                log.debug("ignoring server event %s", event.type)
+
+    def _current_response(self, turn: Turn, response_id: str) -> bool:
+        if turn.cancelled or not turn.response_requested:
+            return False
+        return not turn.response_id or not response_id or response_id == turn.response_id
+
+    def _play(self, turn: Turn, delta: protocol.AudioDelta, t: float) -> None:
+        if turn.first_audio_t is None:
+            turn.first_audio_t = t
+        if self.state == "thinking":
+            self.state = "speaking"
+        if delta.pcm:
+            self.speaker.play(np.frombuffer(delta.pcm, dtype="<i2"))
+
+    def _on_response_done(self, done: protocol.ResponseDone) -> None:
+        turn = self.turn
+        mine = turn is not None and (not turn.response_id or done.response_id == turn.response_id)
+        first_ms: float | str = ""
+        if turn is not None and mine:
+            first_ms = turn.ms(turn.commit_sent_t, turn.first_audio_t)
+            turn.usage_tokens = done.usage.total_tokens
+        record_usage(self.journal, self.cfg.api.model, self.session.session_id, done, first_ms)
+        if turn is None or not mine or turn.cancelled:
+            return
+        turn.response_done = True
+        if done.status not in ("completed", ""):
+            log.warning("response %s ended %s", done.response_id, done.status)
+        if self.state == "thinking" or self.speaker.queued_s <= 0:
+            self._finish(turn, "answered")
+
+    def _on_error(self, error: protocol.Error) -> None:
+        if error.no_active_response:
+            log.debug("service: %s (expected after a cancel)", error.message)
+            return
+        if error.idle_close:
+            log.info("service closed the idle session: %s", error.message)
+            return
+        log.warning(
+            "service error %s: %s (param %s)",
+            error.code or error.error_type,
+            error.message,
+            error.param or "-",
+        )
+        turn = self.turn
+        if turn is not None and self.state == "thinking" and not turn.response_id:
+            self._lose(turn, f"the service refused the turn: {error.message}")
+
+    def _on_speaker(self, event: ev.SpeakerEvent) -> None:
+        turn = self.turn
+        if turn is None:
+            return
+        if event.kind == "started" and turn.first_played_t is None and turn.first_audio_t:
+            turn.first_played_t = event.t
+        elif event.kind == "drained" and self.state == "speaking" and turn.response_done:
+            self._finish(turn, "answered")
+
+    # ------------------------------------------------------------------ session changes
+
+    def _on_session_ready(self) -> None:
+        turn = self.turn
+        if turn is None:
+            return
+        if self.state == "listening":
+            self._stream(turn, final=False)
+        elif turn.commit_pending:
+            self._commit(turn)
+
+    def _on_session_lost(self) -> None:
+        turn = self.turn
+        if turn is None or self.state == "listening":
+            return  # still capturing: the audio is resent to the next session
+        if turn.response_done or (self.state == "speaking" and turn.first_audio_t is not None):
+            return  # the answer is already here; let it play out
+        if self.cfg.session.retry_turn_on_drop and not turn.retried:
+            log.info("connection lost mid-turn %d: replaying it in the next session", turn.number)
+            turn.retried = True
+            turn.forget_sent()
+            turn.commit_pending = True
+            self.state = "thinking"
+            return
+        self._lose(turn, "connection lost before the answer")
+
+    # ------------------------------------------------------------------ endings
+
+    def _lose(self, turn: Turn, why: str) -> None:
+        log.warning("turn %d lost: %s", turn.number, why)
+        self.speaker.flush()
+        self.speaker.play(self._error_tone)
+        self._finish(turn, "lost", why)
+
+    def _finish(self, turn: Turn, outcome: str, why: str = "") -> None:
+        if outcome == "answered" and turn.retried:
+            outcome = "retried"
+        fields = turn.record_fields(outcome, self.session.session_id, self.clock())
+        if why:
+            fields["REASON"] = why
+        if self.cfg.log.transcripts:
+            fields["USER_TEXT"] = turn.user_text
+            fields["ASSISTANT_TEXT"] = turn.assistant_text
+        level = logging.WARNING if outcome == "lost" else logging.INFO
+        self.journal.record("turn", f"turn {turn.number} {outcome}", level, **fields)
+        self.turn = None
+        self.state = "idle"
+
+    # ------------------------------------------------------------------ control and status
+
+    def _on_control(self, req: ev.ControlRequest) -> None:
+        actions: dict[str, Callable[[float], None]] = {
+            "press": self.press,
+            "release": self.release,
+            "tap": self.tap,
+        }
+        if req.command in actions:
+            actions[req.command](req.t)
+            req.reply({"ok": True, "state": self.public_state})
+        elif req.command == "status":
+            req.reply(self.status())
+        else:
+            req.reply(
+                {
+                    "ok": False,
+                    "state": self.public_state,
+                    "error": f"unknown command {req.command!r} (press, release, tap, status)",
+                }
+            )
+
+    @property
+    def public_state(self) -> str:
+        if self.state != "idle" or self.session.ready:
+            return self.state
+        return "offline" if self.session.state == "offline" else "connecting"
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "state": self.public_state,
+            "connected": self.session.ready,
+            "session_id": self.session.session_id or None,
+            "session_age_s": round(self.session.age_s(), 1),
+            "turns": self.turns,
+        }
+
+    def status_line(self) -> str:
+        state = self.public_state
+        if state == "idle":
+            return f"idle (session {self.session.age_s() / 60:.0f} min, {self.turns} turns)"
+        if state == "offline" and self.session.retry_at is not None:
+            wait = max(0.0, self.session.retry_at - self.clock())
+            return f"offline, retrying in {wait:.0f} s: {self.session.last_error}"
+        return state
+
+    def _status(self) -> None:
+        self.notifier.status(self.status_line())

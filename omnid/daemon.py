@@ -1,0 +1,120 @@
+"""`omnid run`: put the parts together, tell systemd, and stop cleanly on a signal.
+
+Signals are blocked in every thread and read by one `sigwait` thread that only posts events: a
+Python signal handler calling `queue.put` on the thread that may hold the queue's lock could
+deadlock, and the conversation thread must stay the only owner of state.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+from omnid import events as ev
+from omnid.audio import AudioDeviceError, Microphone, Speaker, open_audio
+from omnid.config import Config
+from omnid.control import ControlServer
+from omnid.conversation import Conversation
+from omnid.supervisor import Journal, Notifier
+
+log = logging.getLogger("omnid.daemon")
+
+EX_OK = 0
+EX_SOFTWARE = 70
+EX_UNAVAILABLE = 69
+
+
+class Daemon:
+    """The running daemon's parts. `open()`, then `run()` on the thread that will own the state."""
+
+    def __init__(self, cfg: Config, journal: Journal | None = None) -> None:
+        self.cfg = cfg
+        self.journal = journal or Journal()
+        self.notifier = Notifier()
+        self.mic: Microphone | None = None
+        self.speaker: Speaker | None = None
+        self.control: ControlServer | None = None
+        self.conversation: Conversation | None = None
+
+    def open(self) -> None:
+        """Open the local devices and the control socket. Raises AudioDeviceError."""
+        cfg = self.cfg
+        mic, speaker = open_audio(
+            cfg.audio.input_device,
+            cfg.audio.output_device,
+            block_ms=cfg.audio.block_ms,
+            on_mic_block=lambda pcm, t: self.post(ev.MicBlock(pcm, t)),
+            on_speaker_event=lambda kind, t: self.post(ev.SpeakerEvent(kind, t)),
+            volume=cfg.audio.output_volume / 100,
+        )
+        self.mic, self.speaker = mic, speaker
+        self.conversation = Conversation(cfg, speaker, self.journal, self.notifier)
+        self.control = ControlServer(Path(cfg.control.socket), self.post)
+        try:
+            self.control.start()
+        except OSError as exc:
+            # The button (or nothing) still drives turns; a missing socket must not stop the box.
+            log.error("control socket %s unavailable: %s", cfg.control.socket, exc)
+            self.control = None
+        speaker.start()
+        mic.start()
+        log.info(
+            "audio open: in %s @ %d Hz, out %s @ %d Hz; started at wall %.6f",
+            mic.name,
+            mic.device_rate,
+            speaker.name,
+            speaker.device_rate,
+            time.time(),
+        )
+
+    def post(self, event: ev.Event) -> None:
+        conversation = self.conversation
+        if conversation is not None:
+            conversation.post(event)
+
+    def run(self) -> None:
+        assert self.conversation is not None, "open() first"
+        self.notifier.ready()
+        self.conversation.run()
+
+    def close(self) -> None:
+        if self.control is not None:
+            self.control.close()
+        for device in (self.mic, self.speaker):
+            if device is not None:
+                device.close()
+
+
+def _signals(daemon: Daemon) -> None:
+    wanted = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    while True:
+        sig = signal.sigwait(wanted)
+        if sig == signal.SIGHUP:
+            daemon.notifier.reloading()
+            daemon.post(ev.Reload())
+        else:
+            daemon.post(ev.Stop(signal.Signals(sig).name))
+
+
+def run(cfg: Config) -> int:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+    daemon = Daemon(cfg)
+    try:
+        daemon.open()
+    except AudioDeviceError as exc:
+        log.error("audio device unavailable: %s", exc)
+        daemon.close()
+        return EX_UNAVAILABLE
+    threading.Thread(target=_signals, args=(daemon,), name="signals", daemon=True).start()
+    try:
+        daemon.run()
+    except Exception:
+        log.exception("conversation loop failed")
+        return EX_SOFTWARE
+    finally:
+        daemon.close()
+    log.info("stopped")
+    return EX_OK

@@ -1,0 +1,118 @@
+"""What other threads put on the conversation's queue (design.md, "Inside").
+
+Every producer (PortAudio callbacks, the socket reader, GPIO, the control socket, signals, timers)
+only constructs one of these and calls `queue.put_nowait`; the conversation thread is the only
+consumer and the only owner of state. Each event carries `t`, the monotonic time it happened, so
+latencies are measured from the moment of the cause, not from when the loop got round to it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from omnid.link import Link, LinkError
+    from omnid.protocol import ServerEvent
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+@dataclass(slots=True)
+class MicBlock:
+    pcm: np.ndarray  # int16 mono at 16 kHz
+    t: float
+
+
+@dataclass(slots=True)
+class SpeakerEvent:
+    kind: str  # "started" | "drained"
+    t: float
+
+
+@dataclass(slots=True)
+class Press:
+    source: str = "ctl"
+    t: float = field(default_factory=_now)
+
+
+@dataclass(slots=True)
+class Release:
+    source: str = "ctl"
+    t: float = field(default_factory=_now)
+
+
+@dataclass(slots=True)
+class Tap:
+    source: str = "ctl"
+    t: float = field(default_factory=_now)
+
+
+@dataclass(slots=True)
+class ControlRequest:
+    """A control-socket command; `reply` is called once, from the conversation thread."""
+
+    command: str
+    args: list[str]
+    reply: Callable[[dict[str, Any]], None]
+    t: float = field(default_factory=_now)
+
+
+@dataclass(slots=True)
+class LinkMessage:
+    link: Link
+    event: ServerEvent
+    t: float = field(default_factory=_now)
+
+
+@dataclass(slots=True)
+class LinkClosed:
+    link: Link
+    code: int | None
+    reason: str
+    t: float = field(default_factory=_now)
+
+
+@dataclass(slots=True)
+class LinkUp:
+    link: Link
+    t: float = field(default_factory=_now)
+
+
+@dataclass(slots=True)
+class LinkFailed:
+    error: LinkError
+    t: float = field(default_factory=_now)
+
+
+@dataclass(slots=True)
+class Stop:
+    reason: str = "SIGTERM"
+    t: float = field(default_factory=_now)
+
+
+@dataclass(slots=True)
+class Reload:
+    t: float = field(default_factory=_now)
+
+
+Event = (
+    MicBlock
+    | SpeakerEvent
+    | Press
+    | Release
+    | Tap
+    | ControlRequest
+    | LinkMessage
+    | LinkClosed
+    | LinkUp
+    | LinkFailed
+    | Stop
+    | Reload
+)

@@ -1,0 +1,90 @@
+"""One user turn: what was captured, what was sent to which session, and what came back.
+
+Kept apart from the state machine so the bookkeeping (what to resend after a reconnect, which
+timings to report) reads on its own. All of it lives on the conversation thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from omnid.models import WIRE_INPUT_RATE
+
+# ~100 ms per append is the documented habit; the tail is flushed at release whatever its size.
+APPEND_SAMPLES = WIRE_INPUT_RATE // 10
+
+
+@dataclass
+class Turn:
+    number: int
+    mode: str
+    started_t: float
+    blocks: list[np.ndarray] = field(default_factory=list)
+    samples: int = 0
+    sent_blocks: int = 0  # blocks[:sent_blocks] are in the service's buffer of `sent_session`
+    sent_session: str = ""
+    released_t: float | None = None
+    commit_pending: bool = False
+    commit_sent_t: float | None = None
+    response_requested: bool = False
+    response_id: str = ""
+    response_done: bool = False
+    first_audio_t: float | None = None  # first audio delta received
+    first_played_t: float | None = None  # its first sample handed to the device
+    cancelled: bool = False
+    retried: bool = False
+    user_text: str = ""
+    assistant_text: str = ""
+    usage_tokens: int = 0
+
+    @property
+    def audio_s(self) -> float:
+        return self.samples / WIRE_INPUT_RATE
+
+    def add(self, pcm: np.ndarray) -> None:
+        self.blocks.append(pcm)
+        self.samples += len(pcm)
+
+    def unsent(self, session_id: str) -> np.ndarray:
+        """Audio the service of `session_id` has not got yet (all of it, for a new session)."""
+        if session_id != self.sent_session:
+            self.sent_session = session_id
+            self.sent_blocks = 0
+        if self.sent_blocks >= len(self.blocks):
+            return np.zeros(0, dtype=np.int16)
+        return np.concatenate(self.blocks[self.sent_blocks :])
+
+    def mark_sent(self) -> None:
+        self.sent_blocks = len(self.blocks)
+
+    def forget_sent(self) -> None:
+        """The session that held our audio is gone: everything must go again."""
+        self.sent_session = ""
+        self.sent_blocks = 0
+        self.commit_sent_t = None
+        self.response_requested = False
+        self.response_id = ""
+        self.response_done = False
+
+    def ms(self, start: float | None, end: float | None) -> float | str:
+        if start is None or end is None:
+            return ""
+        return round((end - start) * 1000, 1)
+
+    def record_fields(self, outcome: str, session_id: str, now: float) -> dict[str, Any]:
+        """The `turn` journal record's fields (design.md), timings in milliseconds."""
+        return {
+            "OUTCOME": outcome,
+            "MODE": self.mode,
+            "TURN": self.number,
+            "SESSION": session_id,
+            "RESPONSE": self.response_id,
+            "SPEECH_MS": round(self.audio_s * 1000),
+            "COMMIT_MS": self.ms(self.released_t, self.commit_sent_t),
+            "FIRST_AUDIO_MS": self.ms(self.commit_sent_t, self.first_audio_t),
+            "PLAY_MS": self.ms(self.first_audio_t, self.first_played_t),
+            "TOTAL_MS": self.ms(self.started_t, now),
+        }

@@ -1,0 +1,200 @@
+"""Run the real thing in tests: `omnid simulate` and `omnid run` as separate processes.
+
+Nothing of ours is mocked: the daemon talks to the simulator over a real WebSocket on 127.0.0.1,
+the test drives it through the real control socket, and reads back what a user or operator would
+see: the simulator's record of the wire, the daemon's journal records (stderr `KEY=value` lines,
+the documented non-systemd form), the audio that came out. The API key is a fresh throwaway per
+test, passed by file and environment (never argv), and every captured output is checked for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omnid.control import ctl
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_key() -> str:
+    return "sk-test-" + secrets.token_hex(12)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            (
+                "OMNID_",
+                "DASHSCOPE_",
+                "NOTIFY_SOCKET",
+                "JOURNAL_STREAM",
+                "CREDENTIALS_DIRECTORY",
+                "WATCHDOG_",
+            )
+        )
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class Process:
+    """A child process whose stdout and stderr are collected line by line."""
+
+    def __init__(self, args: list[str], env: dict[str, str], secret: str) -> None:
+        self.args = args
+        self.secret = secret
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "omnid.cli", *args],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for line in self.lines[seen:]:
+                    if predicate(line):
+                        return line
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and seen == len(self.lines)):
+                    raise AssertionError(
+                        f"omnid {self.args[0]}: expected line not seen; output:\n" + self.output()
+                    )
+                self._cond.wait(min(left, 0.2))
+
+    def output(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def records(self, event: str | None = None) -> list[dict[str, str]]:
+        """Structured journal records from the stderr lines (`OMNID_EVENT=… KEY=value …`)."""
+        found = []
+        for line in self.output().splitlines():
+            if "OMNID_EVENT=" not in line:
+                continue
+            fields = dict(
+                tok.split("=", 1)
+                for tok in shlex.split(line[line.index("OMNID_EVENT=") :])
+                if "=" in tok
+            )
+            if event is None or fields.get("OMNID_EVENT") == event:
+                found.append(fields)
+        return found
+
+    def wait_record(
+        self, event: str, count: int = 1, timeout: float = 20.0
+    ) -> list[dict[str, str]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.records(event)
+            if len(got) >= count:
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"{count} '{event}' record(s) not seen; output:\n{self.output()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._reader.join(2)
+        assert self.secret not in self.output(), f"API key leaked in omnid {self.args[0]} output"
+        return code
+
+
+class Simulator(Process):
+    def __init__(self, tmp: Path, key: str, *flags: str) -> None:
+        self.record_path = tmp / "sim-record.jsonl"
+        super().__init__(
+            ["simulate", "--port", "0", "--record", str(self.record_path), *flags],
+            clean_env(OMNID_SIM_API_KEY=key),
+            key,
+        )
+        line = self.wait_for(lambda s: "listening on ws://" in s)
+        self.url = line.split("listening on ", 1)[1].strip()
+
+    def record(self) -> list[dict[str, Any]]:
+        if not self.record_path.exists():
+            return []
+        return [json.loads(x) for x in self.record_path.read_text().splitlines() if x.strip()]
+
+    def wire(self, direction: str | None = None) -> list[dict[str, Any]]:
+        """(t, direction, event) of every event on the wire, in order."""
+        return [
+            r
+            for r in self.record()
+            if r.get("dir") in ("recv", "send") and (direction is None or r["dir"] == direction)
+        ]
+
+
+def write_config(tmp: Path, sim_url: str, key: str, extra: str = "") -> Path:
+    key_file = tmp / "api-key"
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    path = tmp / "omnid.toml"
+    path.write_text(
+        f'[api]\nurl = "{sim_url}"\napi_key_file = "{key_file}"\n'
+        f'[control]\nsocket = "{tmp / "control.sock"}"\n' + extra
+    )
+    return path
+
+
+class Daemon(Process):
+    def __init__(self, tmp: Path, config: Path, key: str, **env: str) -> None:
+        self.socket = tmp / "control.sock"
+        super().__init__(["run", "--config", str(config)], clean_env(**env), key)
+
+    def ctl(self, command: str) -> dict[str, Any]:
+        return ctl(self.socket, command)
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.socket.exists():
+                try:
+                    if self.ctl("status").get("connected"):
+                        return
+                except OSError:
+                    pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError("daemon did not connect; output:\n" + self.output())
+
+    def audio_started_wall(self) -> float:
+        line = self.wait_for(lambda s: "started at wall" in s)
+        return float(line.rsplit("started at wall", 1)[1].split()[0])

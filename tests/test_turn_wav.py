@@ -1,0 +1,156 @@
+"""Push-to-talk turns through `wav:` devices: the daemon's own clock is the timeline.
+
+With both devices `wav:`, a sample's position in the output file is its play time relative to the
+moment the streams started (design.md), so what the user would hear — and when — is measured from
+the output file itself, not from what the daemon says about itself.
+"""
+
+from __future__ import annotations
+
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soxr
+
+from omnid.demo import bundled_sample
+from tests.harness import Daemon, Simulator, make_key, write_config
+
+IN_RATE, OUT_RATE = 16_000, 24_000
+BLOCK_S = 0.020
+LEAD_S = 1.0
+
+
+def read_wav(path: Path) -> np.ndarray:
+    with wave.open(str(path), "rb") as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+
+
+def speech(seconds: float) -> np.ndarray:
+    """The bundled spoken sample, repeated or cut to length (int16 @ 16 kHz)."""
+    sample = read_wav(bundled_sample())
+    reps = int(np.ceil(seconds * IN_RATE / len(sample)))
+    return np.tile(sample, reps)[: int(seconds * IN_RATE)].astype(np.int16)
+
+
+def write_input(path: Path, utterance: np.ndarray) -> None:
+    pcm = np.concatenate(
+        [np.zeros(int(LEAD_S * IN_RATE), np.int16), utterance, np.zeros(IN_RATE, np.int16)]
+    )
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(IN_RATE)
+        w.writeframes(pcm.tobytes())
+
+
+def best_correlation(haystack: np.ndarray, needle: np.ndarray) -> float:
+    """Peak normalised cross-correlation of `needle` anywhere in `haystack` (FFT-based)."""
+    n = len(haystack) + len(needle)
+    size = 1 << (n - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(haystack, size) * np.conj(np.fft.rfft(needle, size)), size)
+    corr = corr[: len(haystack) - len(needle) + 1]
+    window = np.convolve(haystack**2, np.ones(len(needle)), mode="valid")
+    score = corr / (np.sqrt(np.maximum(window, 1e-9)) * np.linalg.norm(needle))
+    return float(score.max())
+
+
+def run_turn(tmp: Path, utterance: np.ndarray, *, sim_flags: tuple[str, ...] = ()) -> dict:
+    key = make_key()
+    write_input(tmp / "mic.wav", utterance)
+    sim = Simulator(tmp, key, *sim_flags)
+    config = write_config(
+        tmp,
+        sim.url,
+        key,
+        (
+            f'[audio]\ninput_device = "wav:{tmp / "mic.wav"}"\n'
+            f'output_device = "wav:{tmp / "spk.wav"}"\n'
+        ),
+    )
+    daemon = Daemon(tmp, config, key)
+    return {"sim": sim, "daemon": daemon, "key": key}
+
+
+@pytest.mark.parametrize("seconds", [1.0, 10.0])
+def test_release_to_commit_is_fast_whatever_the_utterance_length(
+    tmp_path: Path, seconds: float
+) -> None:
+    utterance = speech(seconds)
+    parts = run_turn(tmp_path, utterance)
+    sim, daemon = parts["sim"], parts["daemon"]
+    try:
+        daemon.wait_ready()
+        wall0 = daemon.audio_started_wall()
+        assert daemon.ctl("press")["state"] == "listening"
+        time.sleep(max(0.0, wall0 + LEAD_S + seconds + 0.3 - time.time()))
+        released = time.time()
+        assert daemon.ctl("release")["ok"]
+        turn = daemon.wait_record("turn", timeout=seconds + 20)[0]
+    finally:
+        assert daemon.stop() == 0
+        sim.stop()
+
+    assert turn["OMNID_OUTCOME"] == "answered"
+    commit_ms = float(turn["OMNID_COMMIT_MS"])
+    print(
+        f"\n{seconds:.0f} s utterance: release→commit {commit_ms} ms, "
+        f"commit→first audio {turn['OMNID_FIRST_AUDIO_MS']} ms"
+    )
+    assert commit_ms < 20.0
+
+    wire = sim.wire("recv")
+    kinds = [r["event"]["type"] for r in wire]
+    commit_i = kinds.index("input_audio_buffer.commit")
+    appends = [r for r in wire[:commit_i] if r["event"]["type"] == "input_audio_buffer.append"]
+    # Audio streamed while the button was held: most of it arrived before the release.
+    assert sum(r["t"] < released for r in appends) >= len(appends) * 0.8
+    assert wire[commit_i]["t"] >= released
+    assert kinds[commit_i + 1] == "response.create"
+
+    reply = read_wav(tmp_path / "spk.wav")
+    expected = soxr.resample(utterance.astype(np.float64), IN_RATE, OUT_RATE)
+    score = best_correlation(reply, expected)
+    print(f"reply vs utterance correlation {score:.3f}")
+    assert score >= 0.8
+
+
+def test_tap_during_playback_silences_within_one_block_and_cancels(tmp_path: Path) -> None:
+    utterance = speech(4.0)
+    parts = run_turn(tmp_path, utterance, sim_flags=("--pace", "1.0"))
+    sim, daemon = parts["sim"], parts["daemon"]
+    try:
+        daemon.wait_ready()
+        wall0 = daemon.audio_started_wall()
+        daemon.ctl("press")
+        time.sleep(max(0.0, wall0 + LEAD_S + 4.3 - time.time()))
+        daemon.ctl("release")
+        deadline = time.time() + 10
+        while daemon.ctl("status")["state"] != "speaking" and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(1.0)  # a second into the answer
+        tap_sent = time.time()
+        reply = daemon.ctl("tap")
+        tap_done = time.time()
+        assert reply["ok"] and reply["state"] == "idle"
+        time.sleep(1.0)  # let the timeline run on: it must stay silent
+        turn = daemon.wait_record("turn")[0]
+    finally:
+        assert daemon.stop() == 0
+        sim.stop()
+
+    assert turn["OMNID_OUTCOME"] == "cancelled"
+    out = read_wav(tmp_path / "spk.wav")
+    loud = np.nonzero(np.abs(out) > 64)[0]
+    assert len(loud), "nothing was played before the tap"
+    last_sound = wall0 + loud[-1] / OUT_RATE
+    before_tap = out[int((tap_sent - wall0 - 0.2) * OUT_RATE) : int((tap_sent - wall0) * OUT_RATE)]
+    assert np.abs(before_tap).max() > 64, "the answer was not playing when we tapped"
+    lag_ms = (last_sound - tap_done) * 1000
+    print(f"\nlast reply sample played {lag_ms:.1f} ms after the tap was acknowledged")
+    assert last_sound <= tap_done + BLOCK_S + 0.015
+
+    sent = [r for r in sim.wire("recv") if r["event"]["type"] == "response.cancel"]
+    assert len(sent) == 1 and sent[0]["t"] >= tap_sent
