@@ -15,7 +15,7 @@ import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from omnid.events import ControlRequest, Event
 
@@ -23,6 +23,39 @@ log = logging.getLogger("omnid.control")
 
 REPLY_TIMEOUT_S = 2.0
 MAX_LINE = 1024
+
+
+class Controllable(Protocol):
+    """What the commands act on: the conversation (kept abstract to avoid an import cycle)."""
+
+    @property
+    def public_state(self) -> str: ...
+    def press(self, t: float) -> None: ...
+    def release(self, t: float) -> None: ...
+    def tap(self, t: float) -> None: ...
+    def status(self) -> dict[str, Any]: ...
+
+
+def answer(target: Controllable, req: ControlRequest) -> None:
+    """Carry out one command on the conversation thread and reply with the resulting state."""
+    actions: dict[str, Callable[[float], None]] = {
+        "press": target.press,
+        "release": target.release,
+        "tap": target.tap,
+    }
+    if req.command in actions:
+        actions[req.command](req.t)
+        req.reply({"ok": True, "state": target.public_state})
+    elif req.command == "status":
+        req.reply(target.status())
+    else:
+        req.reply(
+            {
+                "ok": False,
+                "state": target.public_state,
+                "error": f"unknown command {req.command!r} (press, release, tap, status)",
+            }
+        )
 
 
 class ControlServer:

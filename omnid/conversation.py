@@ -18,6 +18,7 @@ import numpy as np
 from omnid import earcons, protocol
 from omnid import events as ev
 from omnid.config import Config
+from omnid.control import answer
 from omnid.session import Session
 from omnid.supervisor import Journal, Notifier
 from omnid.turn import APPEND_SAMPLES, Turn
@@ -34,7 +35,7 @@ OFFLINE_TURN_TIMEOUT_S = 30.0  # released while offline: give up after this long
 class Output(Protocol):
     """What the conversation needs of the speaker (omnid.audio.Speaker)."""
 
-    def play(self, pcm: np.ndarray) -> None: ...
+    def play(self, pcm: np.ndarray, *, last: bool = False) -> None: ...
     def flush(self) -> None: ...
     @property
     def queued_s(self) -> float: ...
@@ -107,7 +108,7 @@ class Conversation:
             case ev.Tap():
                 self.tap(event.t)
             case ev.ControlRequest():
-                self._on_control(event)
+                answer(self, event)
             case ev.LinkUp():
                 self.session.on_link_up(event.link)
             case ev.LinkFailed():
@@ -247,6 +248,9 @@ class Conversation:
             case protocol.InputTranscriptCompleted():
                 if turn is not None:
                     turn.user_text = event.transcript
+            case protocol.AudioDone():
+                if turn is not None and self._current_response(turn, event.response_id):
+                    self.speaker.play(np.zeros(0, np.int16), last=True)  # resampler tail
             case protocol.ResponseDone():
                 self._on_response_done(event)
             case protocol.Error():
@@ -358,26 +362,6 @@ class Conversation:
         self.state = "idle"
 
     # ------------------------------------------------------------------ control and status
-
-    def _on_control(self, req: ev.ControlRequest) -> None:
-        actions: dict[str, Callable[[float], None]] = {
-            "press": self.press,
-            "release": self.release,
-            "tap": self.tap,
-        }
-        if req.command in actions:
-            actions[req.command](req.t)
-            req.reply({"ok": True, "state": self.public_state})
-        elif req.command == "status":
-            req.reply(self.status())
-        else:
-            req.reply(
-                {
-                    "ok": False,
-                    "state": self.public_state,
-                    "error": f"unknown command {req.command!r} (press, release, tap, status)",
-                }
-            )
 
     @property
     def public_state(self) -> str:

@@ -59,8 +59,8 @@ class Daemon:
             # The button (or nothing) still drives turns; a missing socket must not stop the box.
             log.error("control socket %s unavailable: %s", cfg.control.socket, exc)
             self.control = None
+        mic.start()  # first: with two wav: devices the shared clock starts with the microphone
         speaker.start()
-        mic.start()
         log.info(
             "audio open: in %s @ %d Hz, out %s @ %d Hz; started at wall %.6f",
             mic.name,

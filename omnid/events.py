@@ -102,6 +102,25 @@ class Reload:
     t: float = field(default_factory=_now)
 
 
+@dataclass(slots=True)
+class Frame:
+    """A camera frame, already JPEG-encoded within the service's limits, off the conversation
+    thread (a slow camera must not delay audio)."""
+
+    jpeg: bytes
+    width: int
+    height: int
+    t: float = field(default_factory=_now)
+
+
+@dataclass(slots=True)
+class CameraTrouble:
+    """The camera failed or stalled; the conversation carries on audio-only."""
+
+    reason: str
+    t: float = field(default_factory=_now)
+
+
 Event = (
     MicBlock
     | SpeakerEvent
@@ -115,4 +134,6 @@ Event = (
     | LinkFailed
     | Stop
     | Reload
+    | Frame
+    | CameraTrouble
 )

@@ -351,7 +351,7 @@ def test_protocol_errors_leave_the_connection_usable(sim: RunningSimulator) -> N
 def test_commit_is_refused_in_vad_mode(sim: RunningSimulator) -> None:
     ws = connect(sim)
     recv(ws)  # default session: server_vad
-    append(ws, speech(0.3))
+    append(ws, np.zeros(4800, dtype=np.int16))  # silence: no VAD turn may start before the error
     send(ws, "input_audio_buffer.commit")
     assert "VAD" in error_of(ws)["message"]
 

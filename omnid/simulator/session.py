@@ -29,7 +29,7 @@ from omnid.models import WIRE_OUTPUT_RATE, ModelInfo
 from omnid.simulator.buffers import InputBuffer, PendingInput
 from omnid.simulator.events import Event, ProtocolError, new_id
 from omnid.simulator.response import ResponseInput, ResponseStream
-from omnid.simulator.vad import TurnDetector, VadEdge, make_detector
+from omnid.simulator.vad import InputTimeline, TurnDetector, VadEdge, make_detector
 from omnid.simulator.validate import apply_session_update, check_modalities, default_session
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ DetectorFactory = Callable[[dict[str, Any]], TurnDetector]
 NO_ACTIVE_RESPONSE = "Conversation has none active response"
 ALREADY_ACTIVE = "Conversation already has an active response"
 USER_SPEAKING = "Cannot create response while user is speaking"
+IDLE_BUFFER_MAX_MS = 30_000  # VAD mode, between turns: trim the buffer beyond this…
+IDLE_BUFFER_KEEP_MS = 2_000  # …to this (covers prefix padding plus a starting loud run)
 
 
 class Session:
@@ -69,6 +71,8 @@ class Session:
         self._pending: list[PendingInput] = []
         self._last_item_id: str | None = None
         self._speech_item_id: str | None = None
+        self._speech_start_ms: int | None = None
+        self._timeline = InputTimeline()
         self._vad = self._make_vad()
         self.response: ResponseStream | None = None
         self._response_task: asyncio.Task[None] | None = None
@@ -139,15 +143,19 @@ class Session:
 
     def _make_vad(self) -> TurnDetector | None:
         td = self.config["turn_detection"]
+        self._timeline.detector_restarted()
         return None if td is None else self._detector_factory(td)
 
     # -- input buffers -------------------------------------------------------------------------
 
     async def _append_audio(self, event: Event) -> None:
         pcm = self._buffer.append_audio(event.get("audio"))
+        self._timeline.appended(len(pcm))
         if self._vad is not None and pcm:
             for edge in self._vad.feed(np.frombuffer(pcm, dtype="<i2")):
                 await self._on_vad_edge(edge)
+            if self._speech_item_id is None:
+                self._timeline.trim(self._buffer, IDLE_BUFFER_MAX_MS, IDLE_BUFFER_KEEP_MS)
 
     async def _append_image(self, event: Event) -> None:
         self._buffer.append_image(event.get("image"))
@@ -158,8 +166,11 @@ class Session:
 
     def _reset_buffer(self) -> None:
         self._buffer.clear()
+        self._timeline.buffer_emptied()
+        self._speech_item_id = None  # the audio that was being spoken is gone
         if self._vad is not None:
             self._vad.reset()
+            self._timeline.detector_restarted()
 
     async def _commit_request(self, event: Event) -> None:
         if not self.manual:
@@ -170,10 +181,13 @@ class Session:
             )
         await self._commit(new_id("item"))
 
-    async def _commit(self, item_id: str) -> None:
-        turn = self._buffer.take(item_id)
-        if self._vad is not None:
-            self._vad.reset()
+    async def _commit(self, item_id: str, segment: tuple[int, int] | None = None) -> None:
+        """Commit the whole buffer (manual) or a VAD segment [start_ms, end_ms) of it."""
+        if segment is None:
+            turn = self._buffer.take(item_id)
+            self._timeline.buffer_emptied()
+        else:
+            turn = self._timeline.cut(self._buffer, item_id, *segment)
         previous = self._add_item(item_id)
         self._pending.append(turn)
         await self._send(
@@ -323,33 +337,49 @@ class Session:
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
 
-    # -- server VAD (hook: the detector in vad.py does not fire yet) ---------------------------
+    # -- server VAD (edges from vad.py's detector) ----------------------------------------------
 
     async def _on_vad_edge(self, edge: VadEdge) -> None:
         td = self.config["turn_detection"] or {}
+        at_ms = self._timeline.edge_ms(edge)
         if edge.kind == "speech_started":
-            self._speech_item_id = new_id("item")
+            self._speech_item_id, self._speech_start_ms = new_id("item"), at_ms
             await self._send(
                 {
                     "type": "input_audio_buffer.speech_started",
-                    "audio_start_ms": edge.at_ms,
+                    "audio_start_ms": at_ms,
                     "item_id": self._speech_item_id,
                 }
             )
             if self.response is not None and td.get("interrupt_response", True):
-                await self._cancel_active()
+                await self._cancel_active()  # barge-in: the *.done events and response.done
+            return
+        if edge.kind == "speech_continues":
+            await self._transcription_delta(at_ms)
             return
         item_id, self._speech_item_id = self._speech_item_id or new_id("item"), None
         await self._send(
-            {
-                "type": "input_audio_buffer.speech_stopped",
-                "audio_end_ms": edge.at_ms,
-                "item_id": item_id,
-            }
+            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": at_ms, "item_id": item_id}
         )
-        await self._commit(item_id)
+        start, self._speech_start_ms = self._speech_start_ms, None
+        await self._commit(item_id, None if start is None else (start, at_ms))
         if td.get("create_response", True) and self.response is None:
             await self._start_response({})
+
+    async def _transcription_delta(self, at_ms: int) -> None:
+        """A deterministic preview while the user speaks: text (settled) + stash (tentative)."""
+        if not self.config.get("input_audio_transcription") or self._speech_start_ms is None:
+            return
+        seconds = (at_ms - self._speech_start_ms) / 1000
+        await self._send(
+            {
+                "type": "conversation.item.input_audio_transcription.delta",
+                "item_id": self._speech_item_id,
+                "content_index": 0,
+                "text": f"({seconds:.1f} s",
+                "stash": " of speech…)",
+            }
+        )
 
 
 def _kind(event: Any) -> str:

@@ -1,0 +1,271 @@
+"""Sound cards through PortAudio (python-sounddevice).
+
+Imported only when a non-`wav:` device is asked for: sounddevice loads libportaudio at import, and
+`omnid demo` must run on a machine without it.
+
+Devices are named as sounddevice matches them (an ALSA name or a unique substring of
+"name, host API"), by index, or "default". Each direction negotiates a rate: the wire rate first
+(no resampling), then the rates USB and HAT devices commonly accept; mono first, then stereo for
+devices that only open two channels (capture keeps the first channel, playback duplicates).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import sounddevice as sd
+
+from omnid.audio.base import (
+    WIRE_IN,
+    WIRE_OUT,
+    AudioDeviceError,
+    Int16Array,
+    MicCallback,
+    Microphone,
+    Speaker,
+    SpeakerEventCallback,
+)
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["input", "output"]
+INPUT_RATES: tuple[int, ...] = (WIRE_IN, 48_000, 44_100, 24_000)
+OUTPUT_RATES: tuple[int, ...] = (WIRE_OUT, 48_000, 44_100, 16_000)
+LISTED_RATES: tuple[int, ...] = (16_000, 24_000, 44_100, 48_000)
+_CHANNELS_KEY = {"input": "max_input_channels", "output": "max_output_channels"}
+
+
+def _available(kind: Kind) -> str:
+    """One line per device that can do `kind`, for error messages."""
+    try:
+        devices = sd.query_devices()
+    except sd.PortAudioError as exc:
+        return f"(cannot list devices: {exc})"
+    names = [f"{d['index']}: {d['name']!r}" for d in devices if d[_CHANNELS_KEY[kind]] > 0]
+    return "; ".join(names) if names else "none"
+
+
+def resolve_device(spec: str, kind: Kind) -> dict[str, Any]:
+    """Turn a configured name into sounddevice's device dict, or say what exists instead."""
+    spec = spec.strip()
+    try:
+        if spec in ("", "default"):
+            info = sd.query_devices(kind=kind)  # PortAudio's default for this direction
+        elif spec.isdigit():
+            info = sd.query_devices(int(spec))
+        else:
+            info = sd.query_devices(spec, kind=kind)
+    except (ValueError, sd.PortAudioError) as exc:
+        raise AudioDeviceError(
+            f"{kind} device {spec!r}: {exc}; available {kind} devices: {_available(kind)}"
+        ) from None
+    if info[_CHANNELS_KEY[kind]] < 1:
+        raise AudioDeviceError(
+            f"{kind} device {spec!r} ({info['name']}) has no {kind} channels; available "
+            f"{kind} devices: {_available(kind)}"
+        )
+    return dict(info)
+
+
+def negotiate(
+    check: Callable[..., None], device: int, rates: Sequence[int], max_channels: int
+) -> tuple[int, int]:
+    """First (rate, channels) that `check` (sd.check_input_settings / check_output_settings)
+    accepts, rates in preference order, mono before stereo at each rate: a stereo device at the
+    wire rate is cheaper than mono at a rate that needs resampling."""
+    channel_options = (1, 2) if max_channels >= 2 else (1,)
+    refusals = []
+    for rate in rates:
+        for channels in channel_options:
+            try:
+                check(device=device, samplerate=rate, channels=channels, dtype="int16")
+            except (ValueError, sd.PortAudioError) as exc:
+                refusals.append(f"{rate} Hz×{channels}: {exc}")
+                continue
+            return rate, channels
+    raise AudioDeviceError("no usable rate/channels (" + "; ".join(refusals) + ")")
+
+
+def _open(kind: Kind, spec: str, rates: Sequence[int]) -> tuple[dict[str, Any], int, int]:
+    info = resolve_device(spec, kind)
+    check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+    try:
+        rate, channels = negotiate(check, info["index"], rates, info[_CHANNELS_KEY[kind]])
+    except AudioDeviceError as exc:
+        raise AudioDeviceError(f"{kind} device {spec!r} ({info['name']}): {exc}") from None
+    return info, rate, channels
+
+
+class _StreamOwner:
+    """start/close shared by both directions: start once, close idempotently with abort()."""
+
+    _stream: Any
+    name: str
+
+    def _init_stream(self, make: Callable[[], Any], kind: Kind, spec: str) -> None:
+        self._lock = threading.Lock()
+        self._started = False
+        self._closed = False
+        try:
+            self._stream = make()
+        except (ValueError, sd.PortAudioError) as exc:
+            raise AudioDeviceError(f"{kind} device {spec!r} ({self.name}): {exc}") from None
+
+    def _start_stream(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise AudioDeviceError(f"{self.name}: start() after close()")
+            if self._started:
+                return
+            try:
+                self._stream.start()
+            except sd.PortAudioError as exc:
+                raise AudioDeviceError(f"{self.name}: cannot start: {exc}") from None
+            self._started = True
+
+    def _close_stream(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._stream.abort(ignore_errors=True)
+            finally:
+                self._stream.close(ignore_errors=True)
+
+
+class PortAudioMicrophone(_StreamOwner, Microphone):
+    """Capture from a PortAudio device (see `Microphone`)."""
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        block_ms: int,
+        on_mic_block: MicCallback,
+        rates: Sequence[int] = INPUT_RATES,
+    ) -> None:
+        info, rate, channels = _open("input", spec, rates)
+        Microphone.__init__(self, info["name"], rate, block_ms=block_ms, on_mic_block=on_mic_block)
+        self.channels = channels
+        self.overflows = 0
+        self._init_stream(
+            lambda: sd.InputStream(
+                device=info["index"],
+                samplerate=rate,
+                channels=channels,
+                dtype="int16",
+                blocksize=rate * block_ms // 1000,
+                latency="low",
+                callback=self._callback,
+            ),
+            "input",
+            spec,
+        )
+        log.debug("input %r opened at %d Hz × %d", self.name, rate, channels)
+
+    def _callback(self, indata: Int16Array, frames: int, time_info: Any, status: Any) -> None:
+        t = time.monotonic()
+        if status.input_overflow:
+            self.overflows += 1
+        self._deliver(indata[:, 0], t)
+
+    def start(self) -> None:
+        self._start_stream()
+        self.last_block_t = time.monotonic()
+
+    def close(self) -> None:
+        self._close_stream()
+
+
+class PortAudioSpeaker(_StreamOwner, Speaker):
+    """Playback to a PortAudio device (see `Speaker`)."""
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        block_ms: int,
+        on_speaker_event: SpeakerEventCallback | None = None,
+        volume: float = 1.0,
+        rates: Sequence[int] = OUTPUT_RATES,
+    ) -> None:
+        info, rate, channels = _open("output", spec, rates)
+        Speaker.__init__(self, info["name"], rate, on_speaker_event=on_speaker_event, volume=volume)
+        self.channels = channels
+        self.underflows = 0
+        blocksize = rate * block_ms // 1000
+        self._mono = np.zeros(blocksize, dtype=np.int16)  # allocated here, not in the callback
+        self._scaled = np.zeros(blocksize, dtype=np.float32)
+        self._init_stream(
+            lambda: sd.OutputStream(
+                device=info["index"],
+                samplerate=rate,
+                channels=channels,
+                dtype="int16",
+                blocksize=blocksize,
+                latency="low",
+                callback=self._callback,
+            ),
+            "output",
+            spec,
+        )
+        log.debug("output %r opened at %d Hz × %d", self.name, rate, channels)
+
+    def _callback(self, outdata: Int16Array, frames: int, time_info: Any, status: Any) -> None:
+        if status.output_underflow:
+            self.underflows += 1
+        self._render(outdata, time.monotonic())
+
+    def start(self) -> None:
+        self._start_stream()
+
+    def close(self) -> None:
+        self._close_stream()
+
+
+def _accepted_rates(check: Callable[..., None], index: int, max_channels: int) -> list[int]:
+    if max_channels < 1:
+        return []
+    accepted = []
+    for rate in LISTED_RATES:
+        for channels in (1, 2) if max_channels >= 2 else (1,):
+            try:
+                check(device=index, samplerate=rate, channels=channels, dtype="int16")
+            except (ValueError, sd.PortAudioError):
+                continue
+            accepted.append(rate)
+            break
+    return accepted
+
+
+def list_devices() -> list[dict[str, Any]]:
+    """Every PortAudio device with the wire-relevant rates each direction accepts.
+
+    Checking a rate opens the device, so a device in use (by a running daemon) may list no rates.
+    """
+    result = []
+    for d in sd.query_devices():
+        index = d["index"]
+        result.append(
+            {
+                "index": index,
+                "name": d["name"],
+                "hostapi": sd.query_hostapis(d["hostapi"])["name"],
+                "max_input_channels": d["max_input_channels"],
+                "max_output_channels": d["max_output_channels"],
+                "default_samplerate": d["default_samplerate"],
+                "input_rates": _accepted_rates(
+                    sd.check_input_settings, index, d["max_input_channels"]
+                ),
+                "output_rates": _accepted_rates(
+                    sd.check_output_settings, index, d["max_output_channels"]
+                ),
+            }
+        )
+    return result
