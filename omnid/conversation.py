@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -19,10 +20,11 @@ from omnid import earcons, protocol
 from omnid import events as ev
 from omnid.config import Config
 from omnid.control import answer
+from omnid.replies import ServiceEvents
 from omnid.session import Session
 from omnid.supervisor import Journal, Notifier
 from omnid.turn import APPEND_SAMPLES, Turn
-from omnid.usage import record_usage
+from omnid.uplink import Uplink
 
 log = logging.getLogger("omnid.conversation")
 
@@ -41,7 +43,7 @@ class Output(Protocol):
     def queued_s(self) -> float: ...
 
 
-class Conversation:
+class Conversation(ServiceEvents):
     def __init__(
         self,
         cfg: Config,
@@ -58,6 +60,10 @@ class Conversation:
         self.queue: queue.SimpleQueue[ev.Event] = queue.SimpleQueue()
         self.session = Session(cfg, self.post, journal, clock)
         self.state = "idle"  # idle | listening | thinking | speaking
+        self.vad = cfg.session.mode == "vad"
+        self.uplink = Uplink(cfg.audio.echo_guard, cfg.audio.echo_tail_ms, cfg.audio.max_turn_s)
+        self.history: deque[Turn] = deque(maxlen=max(1, cfg.session.carry_over_turns))
+        self._dead: deque[str] = deque(maxlen=8)  # responses we cancelled: ignore their tail
         self.turn: Turn | None = None
         self.turns = 0
         self.running = False
@@ -151,19 +157,30 @@ class Conversation:
     # ------------------------------------------------------------------ user actions
 
     def press(self, t: float) -> None:
+        if self.vad:  # hands-free: the button interrupts the answer, or (idle) toggles mute
+            if self.state in ("thinking", "speaking"):
+                self._interrupt()
+            elif self.state == "idle":
+                self.uplink.muted = not self.uplink.muted
+                log.info("microphone %s", "muted" if self.uplink.muted else "unmuted")
+            return
         if self.state in ("thinking", "speaking"):
             self._interrupt()  # push-to-talk over the answer: stop it and listen
         if self.state == "listening":
             return
-        self.turns += 1
-        self.turn = Turn(self.turns, self.cfg.session.mode, t)
+        self._new_turn(t)
         self.state = "listening"
         if not self.session.ready:
             self.session.connect_now()  # a press while offline tries at once
 
+    def _new_turn(self, t: float) -> Turn:
+        self.turns += 1
+        self.turn = Turn(self.turns, self.cfg.session.mode, t)
+        return self.turn
+
     def release(self, t: float) -> None:
         turn = self.turn
-        if turn is None or self.state != "listening":
+        if turn is None or self.state != "listening" or self.vad:
             return
         turn.released_t = t
         if turn.audio_s < MIN_TURN_S:
@@ -185,6 +202,8 @@ class Conversation:
         if turn is None:
             return
         turn.cancelled = True
+        if turn.response_id:
+            self._dead.append(turn.response_id)
         if turn.response_requested and not turn.response_done:
             self.session.send(protocol.response_cancel())
         self._finish(turn, "cancelled")
@@ -192,10 +211,14 @@ class Conversation:
     # ------------------------------------------------------------------ audio in
 
     def _on_mic(self, block: ev.MicBlock) -> None:
+        pcm = self.uplink.mask(block.pcm, block.t)
+        if self.vad:
+            self.uplink.stream(pcm, self.session.ready, self.session.send)
+            return
         turn = self.turn
         if turn is None or self.state != "listening":
             return
-        turn.add(block.pcm)
+        turn.add(pcm)
         self._stream(turn, final=False)
 
     def _stream(self, turn: Turn, final: bool) -> None:
@@ -222,100 +245,11 @@ class Conversation:
         if self.session.send(protocol.response_create()):
             turn.response_requested = True
 
-    # ------------------------------------------------------------------ service events
-
-    def _on_server(self, msg: ev.LinkMessage) -> None:
-        if msg.link is not self.session.link:
-            return  # a late event from a link we already left
-        event = msg.event
-        if self.session.on_message(msg.link, event):
-            self._on_session_ready()
-            return
-        turn = self.turn
-        match event:
-            case protocol.AudioDelta():
-                if turn is not None and self._current_response(turn, event.response_id):
-                    self._play(turn, event, msg.t)
-            case protocol.ResponseCreated():
-                if turn is not None and turn.response_requested and not turn.response_id:
-                    turn.response_id = event.response_id
-            case protocol.TranscriptDelta():
-                if turn is not None and self._current_response(turn, event.response_id):
-                    turn.assistant_text += event.delta
-            case protocol.TranscriptDone():
-                if turn is not None and self._current_response(turn, event.response_id):
-                    turn.assistant_text = event.transcript or turn.assistant_text
-            case protocol.InputTranscriptCompleted():
-                if turn is not None:
-                    turn.user_text = event.transcript
-            case protocol.AudioDone():
-                if turn is not None and self._current_response(turn, event.response_id):
-                    self.speaker.play(np.zeros(0, np.int16), last=True)  # resampler tail
-            case protocol.ResponseDone():
-                self._on_response_done(event)
-            case protocol.Error():
-                self._on_error(event)
-            case protocol.Unknown():
-                log.debug("ignoring server event %s", event.type)
-
-    def _current_response(self, turn: Turn, response_id: str) -> bool:
-        if turn.cancelled or not turn.response_requested:
-            return False
-        return not turn.response_id or not response_id or response_id == turn.response_id
-
-    def _play(self, turn: Turn, delta: protocol.AudioDelta, t: float) -> None:
-        if turn.first_audio_t is None:
-            turn.first_audio_t = t
-        if self.state == "thinking":
-            self.state = "speaking"
-        if delta.pcm:
-            self.speaker.play(np.frombuffer(delta.pcm, dtype="<i2"))
-
-    def _on_response_done(self, done: protocol.ResponseDone) -> None:
-        turn = self.turn
-        mine = turn is not None and (not turn.response_id or done.response_id == turn.response_id)
-        first_ms: float | str = ""
-        if turn is not None and mine:
-            first_ms = turn.ms(turn.commit_sent_t, turn.first_audio_t)
-            turn.usage_tokens = done.usage.total_tokens
-        record_usage(self.journal, self.cfg.api.model, self.session.session_id, done, first_ms)
-        if turn is None or not mine or turn.cancelled:
-            return
-        turn.response_done = True
-        if done.status not in ("completed", ""):
-            log.warning("response %s ended %s", done.response_id, done.status)
-        if self.state == "thinking" or self.speaker.queued_s <= 0:
-            self._finish(turn, "answered")
-
-    def _on_error(self, error: protocol.Error) -> None:
-        if error.no_active_response:
-            log.debug("service: %s (expected after a cancel)", error.message)
-            return
-        if error.idle_close:
-            log.info("service closed the idle session: %s", error.message)
-            return
-        log.warning(
-            "service error %s: %s (param %s)",
-            error.code or error.error_type,
-            error.message,
-            error.param or "-",
-        )
-        turn = self.turn
-        if turn is not None and self.state == "thinking" and not turn.response_id:
-            self._lose(turn, f"the service refused the turn: {error.message}")
-
-    def _on_speaker(self, event: ev.SpeakerEvent) -> None:
-        turn = self.turn
-        if turn is None:
-            return
-        if event.kind == "started" and turn.first_played_t is None and turn.first_audio_t:
-            turn.first_played_t = event.t
-        elif event.kind == "drained" and self.state == "speaking" and turn.response_done:
-            self._finish(turn, "answered")
-
     # ------------------------------------------------------------------ session changes
 
     def _on_session_ready(self) -> None:
+        if self.vad:
+            self.uplink.resume(self.session.send)
         turn = self.turn
         if turn is None:
             return
@@ -344,6 +278,7 @@ class Conversation:
     def _lose(self, turn: Turn, why: str) -> None:
         log.warning("turn %d lost: %s", turn.number, why)
         self.speaker.flush()
+        self.uplink.guard.started()
         self.speaker.play(self._error_tone)
         self._finish(turn, "lost", why)
 
@@ -358,6 +293,8 @@ class Conversation:
             fields["ASSISTANT_TEXT"] = turn.assistant_text
         level = logging.WARNING if outcome == "lost" else logging.INFO
         self.journal.record("turn", f"turn {turn.number} {outcome}", level, **fields)
+        if turn.user_text or turn.assistant_text or turn.item_id:
+            self.history.append(turn)  # for the context carry-over into the next session
         self.turn = None
         self.state = "idle"
 

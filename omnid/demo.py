@@ -152,9 +152,13 @@ def _report(
         f"audio {usage.get('OMNID_OUTPUT_AUDIO_TOKENS')}, "
         f"text {usage.get('OMNID_OUTPUT_TEXT_TOKENS')})"
     )
+    start = (
+        f"release→commit {turn.get('OMNID_COMMIT_MS')} ms, commit"
+        if turn.get("OMNID_MODE") == "manual"
+        else "speech_stopped"
+    )
     print(
-        f"latency:     release→commit {turn.get('OMNID_COMMIT_MS')} ms, "
-        f"commit→first audio {turn.get('OMNID_FIRST_AUDIO_MS')} ms, "
+        f"latency:     {start}→first audio {turn.get('OMNID_FIRST_AUDIO_MS')} ms, "
         f"first audio→speaker {turn.get('OMNID_PLAY_MS')} ms"
     )
     print(f"reply WAV:   {output_wav.resolve()} ({voiced:.1f} s of sound)")

@@ -36,6 +36,7 @@ class Turn:
     first_played_t: float | None = None  # its first sample handed to the device
     cancelled: bool = False
     retried: bool = False
+    item_id: str = ""  # the user's conversation item, to match its late transcript
     user_text: str = ""
     assistant_text: str = ""
     usage_tokens: int = 0

@@ -122,6 +122,7 @@ class AlsaFifoRig:
         block_ms: int = 20,
         clock: Callable[[], float] = time.time,
         mic_backlog_blocks: int = 3,
+        feedback_gain: float = 0.0,
     ) -> None:
         if mic_backlog_blocks < 1:
             raise ValueError("mic_backlog_blocks must be at least 1")
@@ -142,6 +143,11 @@ class AlsaFifoRig:
         self.said: list[tuple[float, int]] = []
         """(start time, samples) of every say(), in `clock` time."""
         self.mic_dropped_blocks = 0
+        self.feedback_gain = feedback_gain
+        """> 0: what the speaker plays is summed into the microphone at this gain, as a one-mic
+        box hears its own loudspeaker (acoustic echo), delayed by the rig's real pipeline."""
+        self._fed = 0  # speaker samples already fed back
+        self._echo = np.zeros(0, dtype=np.float64)
         self._clock = clock
         self._offset = 0.0  # clock() - time.monotonic()
         self._block_n = mic_rate * block_ms // 1000
@@ -256,6 +262,8 @@ class AlsaFifoRig:
             with self._lock:
                 payload = self._queue.popleft() if self._queue else silence
                 self._next_block = k + 1
+            if self.feedback_gain > 0:
+                payload = self._add_echo(payload)
             if self._pending_mic_bytes() >= self._backlog_bytes:
                 self.mic_dropped_blocks += 1
             else:
@@ -263,6 +271,24 @@ class AlsaFifoRig:
             k += 1
             if self._stop.wait(max(0.0, self._t0 + k * self._block_s - time.monotonic())):
                 return
+
+    def _add_echo(self, payload: bytes) -> bytes:
+        """Sum the speaker's newest output (24 → 16 kHz) into this microphone block."""
+        import soxr
+
+        if not hasattr(self, "_echo_resampler"):
+            self._echo_resampler = soxr.ResampleStream(self.spk_rate, self.mic_rate, 1, "float64")
+        with self._lock:
+            end = len(self._spk) // 2
+            new = np.frombuffer(bytes(self._spk[2 * self._fed : 2 * end]), dtype=np.int16)
+            self._fed = end
+        if len(new):
+            converted = self._echo_resampler.resample_chunk(new.astype(np.float64))
+            self._echo = np.concatenate([self._echo, converted])
+        take, self._echo = self._echo[: self._block_n], self._echo[self._block_n :]
+        mic = np.frombuffer(payload, dtype=np.int16).astype(np.float64)
+        mic[: len(take)] += self.feedback_gain * take
+        return np.clip(np.rint(mic), -32768, 32767).astype(np.int16).tobytes()
 
     # -- speaker -----------------------------------------------------------------------------
 

@@ -35,6 +35,14 @@ def speech(seconds: float) -> np.ndarray:
     return np.tile(sample, reps)[: int(seconds * IN_RATE)].astype(np.int16)
 
 
+def vowel(seconds: float) -> np.ndarray:
+    """A continuous voiced sound (150 Hz and harmonics, -12 dBFS): unlike speech it has no
+    pauses, so the moment its echo stops in the output is the moment playback was cut."""
+    t = np.arange(int(seconds * IN_RATE)) / IN_RATE
+    wave_ = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 6))
+    return (wave_ / np.abs(wave_).max() * 0.25 * 32767).astype(np.int16)
+
+
 def write_input(path: Path, utterance: np.ndarray) -> None:
     pcm = np.concatenate(
         [np.zeros(int(LEAD_S * IN_RATE), np.int16), utterance, np.zeros(IN_RATE, np.int16)]
@@ -118,7 +126,7 @@ def test_release_to_commit_is_fast_whatever_the_utterance_length(
 
 
 def test_tap_during_playback_silences_within_one_block_and_cancels(tmp_path: Path) -> None:
-    utterance = speech(4.0)
+    utterance = vowel(4.0)
     parts = run_turn(tmp_path, utterance, sim_flags=("--pace", "1.0"))
     sim, daemon = parts["sim"], parts["daemon"]
     try:

@@ -1,0 +1,92 @@
+"""The microphone's way to the service: echo guard, mute, ~100 ms appends, and an offline buffer.
+
+Hands-free mode streams without pause once a session is ready — silence included, because the
+service's VAD needs silence to find the end of speech. A one-microphone box would hear its own
+answer; `half_duplex` replaces the microphone with silence while the speaker plays and for
+`echo_tail_ms` after (room echo and the device buffer), so the reply is never heard as user speech.
+The price: in hands-free mode the user cannot interrupt by voice, only with the button or
+`omnid ctl tap`. `off` is for headsets and echo-cancelled inputs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from omnid import protocol
+from omnid.models import WIRE_INPUT_RATE
+from omnid.turn import APPEND_SAMPLES
+
+
+class EchoGuard:
+    def __init__(self, mode: str, tail_ms: int) -> None:
+        self.enabled = mode == "half_duplex"
+        self.tail_s = tail_ms / 1000
+        self.playing = False
+        self.until = 0.0
+
+    def started(self) -> None:
+        """Called when audio is handed to the speaker (before it sounds: never too late)."""
+        self.playing = True
+
+    def drained(self, t: float) -> None:
+        self.playing = False
+        self.until = t + self.tail_s
+
+    def active(self, t: float) -> bool:
+        return self.enabled and (self.playing or t < self.until)
+
+
+class Uplink:
+    """Continuous streaming for hands-free mode; masking for both modes."""
+
+    def __init__(self, echo_guard: str, echo_tail_ms: int, max_buffer_s: float) -> None:
+        self.guard = EchoGuard(echo_guard, echo_tail_ms)
+        self.muted = False
+        self.guarded_blocks = 0
+        self._pending: list[np.ndarray] = []
+        self._pending_n = 0
+        self._offline: deque[np.ndarray] = deque()
+        self._offline_n = 0
+        self._max_offline = int(max_buffer_s * WIRE_INPUT_RATE)
+
+    def mask(self, pcm: np.ndarray, t: float) -> np.ndarray:
+        """What may go to the wire: the microphone, or silence while muted or guarded."""
+        if self.muted:
+            return np.zeros_like(pcm)
+        if self.guard.active(t):
+            self.guarded_blocks += 1
+            return np.zeros_like(pcm)
+        return pcm
+
+    def stream(self, pcm: np.ndarray, ready: bool, send: Callable[[protocol.Event], bool]) -> None:
+        """Hands-free: send in ~100 ms appends; keep the last `max_buffer_s` while offline."""
+        if not ready:
+            self._offline.append(pcm)
+            self._offline_n += len(pcm)
+            while self._offline_n - len(self._offline[0]) >= self._max_offline:
+                self._offline_n -= len(self._offline.popleft())
+            return
+        self._pending.append(pcm)
+        self._pending_n += len(pcm)
+        if self._pending_n >= APPEND_SAMPLES:
+            self._flush(send)
+
+    def resume(self, send: Callable[[protocol.Event], bool]) -> None:
+        """A session is ready again: what was said meanwhile goes first."""
+        self._pending[:0] = list(self._offline)
+        self._pending_n += self._offline_n
+        self._offline.clear()
+        self._offline_n = 0
+        if self._pending_n:
+            self._flush(send)
+
+    def _flush(self, send: Callable[[protocol.Event], bool]) -> None:
+        pcm = np.concatenate(self._pending)
+        self._pending.clear()
+        self._pending_n = 0
+        for start in range(0, len(pcm), APPEND_SAMPLES * 10):
+            if not send(protocol.audio_append(pcm[start : start + APPEND_SAMPLES * 10].tobytes())):
+                return
