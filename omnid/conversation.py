@@ -21,7 +21,7 @@ from omnid import events as ev
 from omnid.config import Config
 from omnid.control import answer
 from omnid.replies import ServiceEvents
-from omnid.session import Session
+from omnid.session import Session, carry_over_instructions
 from omnid.supervisor import Journal, Notifier
 from omnid.turn import APPEND_SAMPLES, Turn
 from omnid.uplink import Uplink
@@ -59,6 +59,10 @@ class Conversation(ServiceEvents):
         self.clock = clock
         self.queue: queue.SimpleQueue[ev.Event] = queue.SimpleQueue()
         self.session = Session(cfg, self.post, journal, clock)
+        keep = cfg.session.carry_over_turns
+        self.session.instructions = lambda: carry_over_instructions(
+            cfg.session.instructions, list(self.history)[-keep:] if keep else []
+        )
         self.state = "idle"  # idle | listening | thinking | speaking
         self.vad = cfg.session.mode == "vad"
         self.uplink = Uplink(cfg.audio.echo_guard, cfg.audio.echo_tail_ms, cfg.audio.max_turn_s)
@@ -118,7 +122,7 @@ class Conversation(ServiceEvents):
             case ev.LinkUp():
                 self.session.on_link_up(event.link)
             case ev.LinkFailed():
-                self.session.on_link_failed(event.error)
+                self.session.on_link_failed(event.error, event.link)
             case ev.LinkClosed():
                 if self.session.on_closed(event.link, event.code, event.reason):
                     self._on_session_lost()
@@ -134,8 +138,15 @@ class Conversation(ServiceEvents):
         self.session.tick(now)
         turn = self.turn
         if turn is None:
+            if self.session.next_ready:
+                self._swap()  # rollover, at a turn boundary
+            elif self.session.rollover_due(now):
+                self.session.start_rollover()
             return
-        if self.state == "listening" and now - turn.started_t >= self.cfg.audio.max_turn_s:
+        if self.state == "listening" and self.vad:
+            if now - turn.started_t >= self.cfg.audio.max_turn_s:
+                self._lose(turn, "the service heard no end of speech")
+        elif self.state == "listening" and now - turn.started_t >= self.cfg.audio.max_turn_s:
             log.warning(
                 "turn %d held past max_turn_s (%.0f s): sending it",
                 turn.number,
@@ -171,7 +182,7 @@ class Conversation(ServiceEvents):
         self._new_turn(t)
         self.state = "listening"
         if not self.session.ready:
-            self.session.connect_now()  # a press while offline tries at once
+            self.session.connect_now(user=True)  # a press while offline tries at once
 
     def _new_turn(self, t: float) -> Turn:
         self.turns += 1
@@ -214,6 +225,8 @@ class Conversation(ServiceEvents):
         pcm = self.uplink.mask(block.pcm, block.t)
         if self.vad:
             self.uplink.stream(pcm, self.session.ready, self.session.send)
+            if self.turn is not None and self.state == "listening":
+                self.turn.add(pcm)  # kept for a replay should the link drop before the answer
             return
         turn = self.turn
         if turn is None or self.state != "listening":
@@ -247,10 +260,18 @@ class Conversation(ServiceEvents):
 
     # ------------------------------------------------------------------ session changes
 
+    def _swap(self) -> None:
+        self.session.swap()
+        self._on_session_ready()
+
     def _on_session_ready(self) -> None:
-        if self.vad:
-            self.uplink.resume(self.session.send)
         turn = self.turn
+        if self.vad:
+            if turn is not None and turn.commit_pending:  # a drop cost the answer: replay
+                turn.commit_pending = False
+                self.uplink.replay(turn.blocks, self.cfg.session.vad.silence_duration_ms)
+            self.uplink.resume(self.session.send)
+            return
         if turn is None:
             return
         if self.state == "listening":
@@ -260,7 +281,7 @@ class Conversation(ServiceEvents):
 
     def _on_session_lost(self) -> None:
         turn = self.turn
-        if turn is None or self.state == "listening":
+        if turn is None or (self.state == "listening" and not self.vad):
             return  # still capturing: the audio is resent to the next session
         if turn.response_done or (self.state == "speaking" and turn.first_audio_t is not None):
             return  # the answer is already here; let it play out
@@ -269,6 +290,7 @@ class Conversation(ServiceEvents):
             turn.retried = True
             turn.forget_sent()
             turn.commit_pending = True
+            turn.response_requested = self.vad  # hands-free: the service answers on its own
             self.state = "thinking"
             return
         self._lose(turn, "connection lost before the answer")
@@ -295,6 +317,8 @@ class Conversation(ServiceEvents):
         self.journal.record("turn", f"turn {turn.number} {outcome}", level, **fields)
         if turn.user_text or turn.assistant_text or turn.item_id:
             self.history.append(turn)  # for the context carry-over into the next session
+        if outcome in ("answered", "retried"):
+            self.session.backoff.proved()
         self.turn = None
         self.state = "idle"
 

@@ -88,6 +88,7 @@ class LinkUp:
 @dataclass(slots=True)
 class LinkFailed:
     error: LinkError
+    link: Link | None = None
     t: float = field(default_factory=_now)
 
 

@@ -43,6 +43,7 @@ class ServiceEvents:
     # Provided by Conversation.
     def _new_turn(self, t: float) -> Turn:
         raise NotImplementedError
+
     def _interrupt(self) -> None: ...
     def _on_session_ready(self) -> None: ...
     def _finish(self, turn: Turn, outcome: str, why: str = "") -> None: ...
@@ -105,8 +106,9 @@ class ServiceEvents:
     def _on_speech_started(self, event: protocol.SpeechStarted, t: float) -> None:
         """The service heard the user begin. Over the answer, that is a barge-in: the speaker
         goes quiet at once, and the service (which also stops on its own) gets one cancel."""
-        if not self.vad:
-            return
+        turn = self.turn
+        if not self.vad or (turn is not None and turn.retried and not turn.response_id):
+            return  # (the second case: the service hearing our replay of a dropped turn)
         if self.state in ("thinking", "speaking"):
             self._interrupt()
         if self.state != "listening":

@@ -1,63 +1,55 @@
-"""The link's lifecycle: connect in the background, configure, report ready, back off, reconnect.
+"""The link's lifecycle: connect, configure, back off, recover from idle closes, and roll over.
 
-Owned by the conversation thread: every method here runs on it. Blocking work (the TCP/TLS/HTTP
+Owned by the conversation thread: every method runs on it. Blocking work (the TCP/TLS/HTTP
 handshake) happens on a short-lived connector thread that only posts `LinkUp` / `LinkFailed`.
 A session is *ready* once the service has answered our `session.update` with `session.updated`;
 only then may audio stream (protocol.md).
+
+Rollover is make-before-break: before the service's 120-minute cap, a second link is opened and
+configured while the first carries on; the conversation swaps at a turn boundary and the old link
+is closed with 1000. Every new session — rollover, reconnect, idle re-open — gets the configured
+instructions plus the last turns' transcripts, the documented way to carry context over.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from omnid import protocol
+from omnid.backoff import Backoff
 from omnid.config import Config
 from omnid.events import Event, LinkFailed, LinkUp
 from omnid.link import PING_INTERVAL_S, Link, LinkError
 from omnid.models import MODELS
 from omnid.supervisor import Journal
+from omnid.turn import Turn
 
 log = logging.getLogger("omnid.session")
 
+CARRY_OVER_HEADING = "Conversation so far (continue it naturally; do not repeat it):"
+CARRY_OVER_CHARS = 2000
+SUMMARY_EVERY_S = 60.0
+ROLLOVER_RETRY_S = 30.0
 
-class Backoff:
-    """Capped exponential backoff with full jitter, reset once a connection has been stable.
 
-    Full jitter spreads a fleet's reconnects after a shared outage (AWS architecture blog's
-    analysis); the floor for permanent refusals keeps a bad key from hammering the service.
-    """
-
-    def __init__(
-        self,
-        base_s: float = 0.5,
-        cap_s: float = 30.0,
-        permanent_s: float = 60.0,
-        stable_s: float = 60.0,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.base_s, self.cap_s, self.permanent_s, self.stable_s = (
-            base_s,
-            cap_s,
-            permanent_s,
-            stable_s,
-        )
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self, permanent: bool = False) -> float:
-        self.attempt += 1
-        if permanent:
-            return self.permanent_s
-        ceiling = min(self.cap_s, self.base_s * 2 ** min(self.attempt - 1, 30))
-        return self._rng.uniform(0, ceiling)
-
-    def connected_for(self, seconds: float) -> None:
-        if seconds >= self.stable_s:
-            self.attempt = 0
+def carry_over_instructions(base: str, turns: Iterable[Turn], limit: int = CARRY_OVER_CHARS) -> str:
+    """The configured instructions, then the last turns as `User:`/`Assistant:` lines, oldest
+    dropped first so the whole stays within about `limit` characters."""
+    blocks = []
+    for turn in turns:
+        lines = [f"User: {turn.user_text}"] if turn.user_text else []
+        if turn.assistant_text:
+            lines.append(f"Assistant: {turn.assistant_text}")
+        if lines:
+            blocks.append("\n".join(lines))
+    while blocks and sum(len(b) + 1 for b in blocks) > limit:
+        blocks.pop(0)
+    if not blocks:
+        return base
+    return f"{base}\n\n{CARRY_OVER_HEADING}\n" + "\n".join(blocks)
 
 
 def session_config(cfg: Config, instructions: str) -> dict[str, Any]:
@@ -91,7 +83,7 @@ def session_config(cfg: Config, instructions: str) -> dict[str, Any]:
 
 
 class Session:
-    """One service session at a time, re-established on its own when lost."""
+    """One service session at a time (two during a rollover), re-established on its own."""
 
     def __init__(
         self,
@@ -106,14 +98,22 @@ class Session:
         self._journal = journal
         self._clock = clock
         self.backoff = backoff or Backoff()
-        self.link: Link | None = None
+        self.link: Link | None = None  # the current session's link
+        self.next: Link | None = None  # a rollover successor, being opened
+        self.next_ready = False
         self.state = "offline"  # offline | connecting | configuring | ready
         self.session_id = ""
         self.ready_at = 0.0
         self.retry_at: float | None = None
+        self.rollover_after_s = cfg.session.rollover_after_min * 60
+        self.rollover_retry_at = 0.0
         self.last_error = ""
-        self.instructions = cfg.session.instructions
-        self._connecting: Link | None = None
+        self.auth_failed = False
+        # What a new session is told: the conversation swaps in the carry-over of its turns.
+        self.instructions: Callable[[], str] = lambda: cfg.session.instructions
+        self._idle_closed = False
+        self._last_summary = -SUMMARY_EVERY_S
+        self._opened_at: dict[int, float] = {}
 
     @property
     def ready(self) -> bool:
@@ -124,10 +124,7 @@ class Session:
 
     # ------------------------------------------------------------------ connecting
 
-    def connect_now(self) -> None:
-        """Start a connection attempt unless one is under way or a session is up."""
-        if self.state != "offline":
-            return
+    def _open(self) -> Link:
         api_key = self.cfg.api_key.get_secret_value() if self.cfg.api_key else ""
         link = Link(
             self.cfg.api.url,
@@ -136,80 +133,115 @@ class Session:
             self._post,
             connect_timeout_s=self.cfg.api.connect_timeout_s,
         )
-        self._connecting = link
+        threading.Thread(target=self._connect, args=(link,), name="connect", daemon=True).start()
+        return link
+
+    def connect_now(self, user: bool = False) -> None:
+        """Start an attempt unless one is under way or up. A user's press skips the wait —
+        except after a refusal (bad key, quota): that waits its full minute regardless."""
+        if self.state != "offline" or (user and self.auth_failed and self.retry_at is not None):
+            return
+        self.link = self._open()
         self.state = "connecting"
         self.retry_at = None
-        threading.Thread(target=self._connect, args=(link,), name="connect", daemon=True).start()
 
     def _connect(self, link: Link) -> None:
         try:
             link.connect()
         except LinkError as exc:
-            self._post(LinkFailed(exc))
+            self._post(LinkFailed(exc, link))
             return
         self._post(LinkUp(link))
         link.start_reader()
 
     def on_link_up(self, link: Link) -> None:
-        if link is not self._connecting:
+        if link is self.link and self.state == "connecting":
+            self.state = "configuring"
+        elif link is not self.next:
             link.close()
-            return
-        self._connecting = None
-        self.link = link
-        self.state = "configuring"
-        log.debug("connected to %s, waiting for session.created", link.url.split("?")[0])
 
-    def on_link_failed(self, error: LinkError) -> None:
-        self._connecting = None
+    def on_link_failed(self, error: LinkError, link: Link | None) -> None:
+        if link is not None and link is self.next:
+            self._abandon_rollover(str(error))
+            return
+        if link is not self.link:
+            return
+        self.link = None
         self.state = "offline"
+        self.auth_failed = error.permanent
         self._schedule_retry(str(error), permanent=error.permanent)
 
     def _schedule_retry(self, why: str, permanent: bool = False) -> None:
         delay = self.backoff.next_delay(permanent)
-        self.retry_at = self._clock() + delay
+        now = self._clock()
+        self.retry_at = now + delay
         self.last_error = why
-        level = logging.WARNING if self.backoff.attempt == 1 or permanent else logging.DEBUG
-        log.log(level, "offline: %s; retrying in %.1f s", why, delay)
+        if self.backoff.attempt == 1 or permanent:
+            log.warning("offline: %s; retrying in %.1f s", why, delay)
+            self._last_summary = now
+        elif now - self._last_summary >= SUMMARY_EVERY_S:
+            log.warning("still offline after %d attempts (last: %s)", self.backoff.attempt, why)
+            self._last_summary = now
         self._journal.record(
             "reconnect",
             f"reconnect attempt {self.backoff.attempt} in {delay:.1f} s",
+            logging.DEBUG,
             ATTEMPT=self.backoff.attempt,
             DELAY_S=round(delay, 3),
+            REASON=why,
         )
 
-    # ------------------------------------------------------------------ events from the link
+    # ------------------------------------------------------------------ events from a link
 
     def on_message(self, link: Link, event: protocol.ServerEvent) -> bool:
-        """Handle session-level events; True when this event made the session ready."""
+        """Session-level events of the current or the rollover link. True when the current
+        session has just become ready (the caller resumes streaming)."""
         if isinstance(event, protocol.SessionCreated):
             link.session_id = event.session_id
-            link.send(protocol.session_update(session_config(self.cfg, self.instructions)))
-            return False
-        if isinstance(event, protocol.SessionUpdated) and self.state == "configuring":
-            self.state = "ready"
-            self.session_id = link.session_id or event.session_id
-            self.ready_at = self._clock()
-            self.last_error = ""
-            log.info("session %s ready (%s)", self.session_id, self.cfg.api.model)
-            self._journal.record(
-                "session_open",
-                f"session {self.session_id} open",
-                SESSION=self.session_id,
-                MODEL=self.cfg.api.model,
-            )
-            return True
-        if isinstance(event, protocol.Error) and self.state == "configuring":
+            link.send(protocol.session_update(session_config(self.cfg, self.instructions())))
+        elif isinstance(event, protocol.SessionUpdated):
+            if link is self.next and not self.next_ready:
+                self.next_ready = True
+                log.debug("rollover session %s ready, waiting for a turn boundary", link.session_id)
+            elif link is self.link and self.state == "configuring":
+                self._become_ready(link)
+                return True
+        elif isinstance(event, protocol.Error) and event.idle_close:
+            self._idle_closed = link is self.link
+        elif isinstance(event, protocol.Error) and (
+            link is self.next or (link is self.link and self.state == "configuring")
+        ):
             # The service refused our configuration: retrying fast would only repeat it.
             log.error(
                 "the service refused the session configuration: %s (param %s)",
                 event.message,
                 event.param or "-",
             )
-            self.drop(f"session.update refused: {event.message}", permanent=True)
+            if link is self.next:
+                self._abandon_rollover(event.message)
+            else:
+                self.drop(f"session.update refused: {event.message}", permanent=True)
         return False
 
+    def _become_ready(self, link: Link) -> None:
+        self.state = "ready"
+        self.session_id = link.session_id
+        self.ready_at = self._clock()
+        self.last_error = ""
+        self.auth_failed = False
+        log.info("session %s ready (%s)", self.session_id, self.cfg.api.model)
+        self._journal.record(
+            "session_open",
+            f"session {self.session_id} open",
+            SESSION=self.session_id,
+            MODEL=self.cfg.api.model,
+        )
+
     def on_closed(self, link: Link, code: int | None, reason: str) -> bool:
-        """The socket is gone. True when it was our current session (the caller recovers)."""
+        """A socket is gone. True when it was the current session (the caller recovers)."""
+        if link is self.next:
+            self._abandon_rollover(f"closed ({code}: {reason or 'no reason'})")
+            return False
         if link is not self.link:
             return False
         age = self.age_s()
@@ -222,20 +254,74 @@ class Session:
             REASON=reason,
             SESSION_AGE_S=round(age, 1),
         )
-        self.link = None
-        self.session_id = ""
-        self.state = "offline"
-        permanent = code == 1007  # quota exhausted (protocol.md, reported)
-        self._schedule_retry(f"closed ({code}: {reason or 'no reason'})", permanent=permanent)
+        self.link, self.session_id, self.state = None, "", "offline"
+        if self.next is not None and self.next_ready:
+            log.info("session closed during a rollover: switching to the new one now")
+            self.swap()
+            return True
+        idle, self._idle_closed = self._idle_closed, False
+        if idle:
+            # The service closes sessions that generated nothing for ~300 s: not a fault.
+            if self.cfg.session.keep_warm or self.cfg.session.mode == "vad":
+                log.info("session idle-closed by the service; reopening")
+                self.connect_now()
+            else:
+                log.info("session idle-closed by the service; reconnecting at the next press")
+            return True
+        self._schedule_retry(f"closed ({code}: {reason or 'no reason'})", permanent=code == 1007)
         return True
 
     def drop(self, why: str, permanent: bool = False) -> None:
         link, self.link = self.link, None
         if link is not None:
             link.close(1000)
-        self.state = "offline"
-        self.session_id = ""
+        self.state, self.session_id = "offline", ""
         self._schedule_retry(why, permanent)
+
+    # ------------------------------------------------------------------ rollover
+
+    def rollover_due(self, now: float) -> bool:
+        return (
+            self.ready
+            and self.next is None
+            and now - self.ready_at >= self.rollover_after_s
+            and now >= self.rollover_retry_at
+        )
+
+    def start_rollover(self) -> None:
+        log.info(
+            "session %s is %.1f min old: opening its successor", self.session_id, self.age_s() / 60
+        )
+        self.next, self.next_ready = self._open(), False
+
+    def swap(self) -> None:
+        """Make the ready successor current and close the old session with 1000."""
+        new, old = self.next, self.link
+        assert new is not None
+        old_id, old_age = self.session_id, self.age_s()
+        self.next, self.next_ready = None, False
+        self.link = new
+        self._become_ready(new)
+        if old is not None:
+            old.close(1000, "rollover")
+        log.info(
+            "rolled over from %s (%.1f min) to %s", old_id or "-", old_age / 60, new.session_id
+        )
+        self._journal.record(
+            "rollover",
+            f"rolled over from {old_id or '-'} to {new.session_id}",
+            OLD_SESSION=old_id,
+            NEW_SESSION=new.session_id,
+            OLD_SESSION_AGE_S=round(old_age, 1),
+            NEW_SESSION_AGE_S=0,
+        )
+
+    def _abandon_rollover(self, why: str) -> None:
+        link, self.next, self.next_ready = self.next, None, False
+        if link is not None:
+            link.close(1000)
+        self.rollover_retry_at = self._clock() + ROLLOVER_RETRY_S
+        log.warning("rollover failed (%s); the current session carries on", why)
 
     # ------------------------------------------------------------------ from the loop
 
@@ -246,16 +332,14 @@ class Session:
     def tick(self, now: float) -> None:
         if self.state == "offline" and self.retry_at is not None and now >= self.retry_at:
             self.connect_now()
-        link = self.link
-        if link is not None and now - link.last_send_t >= PING_INTERVAL_S:
-            link.ping()
-            link.last_send_t = now
+        for link in (self.link, self.next):
+            if link is not None and now - link.last_send_t >= PING_INTERVAL_S:
+                link.ping()
+                link.last_send_t = now
 
     def close(self) -> None:
-        link, self.link = self.link, None
-        if link is not None:
-            link.close(1000, "client shutdown")
-        if self._connecting is not None:
-            self._connecting = None
-        self.state = "offline"
-        self.retry_at = None
+        for link in (self.link, self.next):
+            if link is not None:
+                link.close(1000, "client shutdown")
+        self.link = self.next = None
+        self.state, self.retry_at = "offline", None

@@ -74,6 +74,15 @@ class Uplink:
         if self._pending_n >= APPEND_SAMPLES:
             self._flush(send)
 
+    def replay(self, blocks: list[np.ndarray], silence_ms: int) -> None:
+        """Queue a dropped turn's audio, then enough silence for the service's VAD to end it.
+        It replaces what was buffered offline (that audio is part of the turn already)."""
+        self._offline.clear()
+        self._offline_n = 0
+        tail = np.zeros((silence_ms + 300) * WIRE_INPUT_RATE // 1000, dtype=np.int16)
+        self._pending[:0] = [*blocks, tail]
+        self._pending_n += sum(len(b) for b in blocks) + len(tail)
+
     def resume(self, send: Callable[[protocol.Event], bool]) -> None:
         """A session is ready again: what was said meanwhile goes first."""
         self._pending[:0] = list(self._offline)
