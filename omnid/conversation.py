@@ -292,6 +292,7 @@ class Conversation(ServiceEvents):
             turn.commit_pending = True
             turn.response_requested = self.vad  # hands-free: the service answers on its own
             self.state = "thinking"
+            self.session.connect_now(user=True)  # someone is waiting: no backoff wait
             return
         self._lose(turn, "connection lost before the answer")
 

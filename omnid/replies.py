@@ -50,6 +50,9 @@ class ServiceEvents:
     def _lose(self, turn: Turn, why: str) -> None: ...
 
     def _on_server(self, msg: ev.LinkMessage) -> None:
+        if msg.link is self.session.next:
+            self.session.on_message(msg.link, msg.event)  # a rollover successor, configuring
+            return
         if msg.link is not self.session.link:
             return  # a late event from a link we already left
         event = msg.event

@@ -1,0 +1,75 @@
+"""Camera frames for the model: sources, JPEG within the service's limits, pacing, and cost.
+
+As with `omnid.audio` (and gpiozero's `pins/`): a small base (`base.FrameSource`), one file per
+backend — `files` (a directory of images; tests, demo, replay), `picamera2` (Pi camera modules,
+imported lazily: it comes from Raspberry Pi OS), `v4l2` (USB webcams, optional extra
+`omnid[v4l2]`) — chosen by `camera.source`. `feed.CameraFeed` runs capture and encoding on its
+own thread; `policy.FramePolicy` is the pure state machine the conversation thread consults;
+`cost` prices the config in tokens.
+
+How the conversation uses it (one thread, no blocking):
+
+    feed = open_feed(cfg.camera, conversation.post)        # None when the camera is disabled
+    frames = FramePolicy.from_config(cfg.camera, cfg.session.mode, clock)
+    ... frames.on_turn_start() / on_turn_end() / on_append() / on_commit() / reset()
+    ... if frames.should_request(): feed.request()          # each tick and after appends
+    ... on a Frame event: frames.offer(event)
+    ... if (f := frames.take()) is not None: session.send(protocol.image_append(f.jpeg))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from omnid.camera.base import CameraError, FrameSource, RGBArray, fit_within
+from omnid.camera.cost import CameraCost, frame_tokens, worst_case_tokens_per_minute
+from omnid.camera.encode import MAX_B64_BYTES, Encoded, b64_len, encode_frame
+from omnid.camera.feed import CameraFeed
+from omnid.camera.policy import FramePolicy
+from omnid.camera.sources import make_source
+from omnid.config_schema import CameraSection
+from omnid.events import Event
+
+__all__ = [
+    "MAX_B64_BYTES",
+    "CameraCost",
+    "CameraError",
+    "CameraFeed",
+    "Encoded",
+    "FramePolicy",
+    "FrameSource",
+    "RGBArray",
+    "b64_len",
+    "encode_frame",
+    "fit_within",
+    "frame_tokens",
+    "list_sources",
+    "make_source",
+    "open_feed",
+    "worst_case_tokens_per_minute",
+]
+
+
+def open_feed(camera: CameraSection, post: Callable[[Event], None]) -> CameraFeed | None:
+    """A started feed for the configured source, or None when `camera.enabled` is false.
+
+    Never raises for camera problems: a source that cannot open is reported by the feed (one
+    `CameraTrouble` event, one warning) and retried in the background.
+    """
+    if not camera.enabled:
+        return None
+    return CameraFeed(camera, post).start()
+
+
+def list_sources() -> list[str]:
+    """Lines for `omnid devices`: picamera2 cameras, then V4L2 capture devices. Never raises."""
+    from omnid.camera.picamera2 import list_cameras
+    from omnid.camera.v4l2 import list_devices
+
+    lines: list[str] = []
+    for lister in (list_cameras, list_devices):
+        try:
+            lines.extend(lister())
+        except Exception as exc:  # a listing must never take `omnid devices` down
+            lines.append(f"{lister.__module__.rsplit('.', 1)[-1]}: cannot list: {exc}")
+    return lines

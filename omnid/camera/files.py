@@ -1,0 +1,171 @@
+"""`camera.source = "files"`: a directory of JPEG/PNG images, cycled in name order.
+
+For tests, the demo and replaying a recorded scene. It behaves like a camera where that matters:
+it fails the way a camera fails (a missing or unreadable directory is a `CameraError`, so the
+feed's warning-and-retry path is exercised by unplugging a directory), and it picks up changes
+while running — the directory is re-listed when its mtime or inode changes (and every few seconds,
+for filesystems with coarse timestamps), so a script can drop new pictures in.
+
+Files have fixed sizes, so "configure the size at the source" means: scale each file once when it
+is loaded (JPEGs are decoded at a reduced DCT scale first, which is what makes a 12 MP photo cheap)
+and keep the scaled pixels in a small LRU cache keyed by name, mtime and size. Only regular files
+count: a FIFO or device node named `x.jpg` would block the reader forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from omnid.camera.base import CameraError, FrameSource, RGBArray, fit_within
+
+log = logging.getLogger("omnid.camera")
+
+EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
+RELIST_S = 5.0
+CACHE_BYTES = 64 * 1024 * 1024
+_EXIF_ORIENTATION = 0x0112
+_SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that rotate by 90°
+
+
+class FilesSource(FrameSource):
+    def __init__(self, path: str | os.PathLike[str], cache_bytes: int = CACHE_BYTES) -> None:
+        self.path = Path(path)
+        self.name = f"files:{self.path}"
+        self._size: tuple[int, int] | None = None
+        self._names: list[str] = []
+        self._dir_key: tuple[int, int] | None = None
+        self._listed_at = 0.0
+        self._last: str | None = None
+        self._cache: OrderedDict[tuple[str, int, int], RGBArray] = OrderedDict()
+        self._cache_bytes = 0
+        self._cache_limit = cache_bytes
+        self._bad: set[tuple[str, int, int]] = set()
+
+    def open(self, width: int, height: int) -> None:
+        self._size = (width, height)
+        self._relist(force=True)
+
+    def close(self) -> None:
+        self._size = None
+        self._cache.clear()
+        self._cache_bytes = 0
+
+    def capture(self) -> RGBArray:
+        if self._size is None:
+            raise CameraError(f"{self.name}: capture() before open()")
+        self._relist()
+        if not self._names:
+            raise CameraError(f"{self.name}: no JPEG or PNG images in the directory")
+        start = self._next_index()
+        for k in range(len(self._names)):
+            name = self._names[(start + k) % len(self._names)]
+            rgb = self._load(name)
+            if rgb is not None:
+                self._last = name
+                return rgb
+        raise CameraError(f"{self.name}: none of the {len(self._names)} images could be read")
+
+    # ------------------------------------------------------------------ listing
+
+    def _relist(self, force: bool = False) -> None:
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise CameraError(f"{self.name}: {exc.strerror or exc}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise CameraError(f"{self.name}: not a directory")
+        key = (st.st_ino, st.st_mtime_ns)
+        now = time.monotonic()
+        if not force and key == self._dir_key and now - self._listed_at < RELIST_S:
+            return
+        try:
+            with os.scandir(self.path) as it:
+                names = sorted(
+                    e.name
+                    for e in it
+                    if not e.name.startswith(".")
+                    and os.path.splitext(e.name)[1].lower() in EXTENSIONS
+                    and e.is_file()  # regular files only (follows symlinks): no FIFOs
+                )
+        except OSError as exc:
+            raise CameraError(f"{self.name}: cannot list: {exc.strerror or exc}") from None
+        if names != self._names:
+            log.debug("%s: %d images", self.name, len(names))
+        self._names = names
+        self._dir_key = key
+        self._listed_at = now
+        if not names:
+            raise CameraError(f"{self.name}: no JPEG or PNG images in the directory")
+
+    def _next_index(self) -> int:
+        """The first name after the last one shown, so a re-listed directory continues the cycle
+        where it was instead of starting over."""
+        if self._last is None:
+            return 0
+        for i, name in enumerate(self._names):
+            if name > self._last:
+                return i
+        return 0
+
+    # ------------------------------------------------------------------ loading
+
+    def _load(self, name: str) -> RGBArray | None:
+        assert self._size is not None
+        path = self.path / name
+        try:
+            st = os.stat(path)
+        except OSError:
+            self._dir_key = None  # it went away: re-list at the next capture
+            return None
+        key = (name, st.st_mtime_ns, st.st_size)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        if key in self._bad:
+            return None
+        try:
+            rgb = load_scaled(path, *self._size)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            self._bad.add(key)
+            log.warning("%s: skipping %s: %s", self.name, name, exc)
+            return None
+        self._remember(key, rgb)
+        return rgb
+
+    def _remember(self, key: tuple[str, int, int], rgb: RGBArray) -> None:
+        self._cache[key] = rgb
+        self._cache_bytes += rgb.nbytes
+        while self._cache_bytes > self._cache_limit and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cache_bytes -= old.nbytes
+
+
+def load_scaled(path: Path, width: int, height: int) -> RGBArray:
+    """Decode an image file upright (EXIF orientation applied), flattened onto white if it has
+    transparency, scaled to fit within `width`×`height`; a read-only RGB array."""
+    with Image.open(path) as img:
+        swap = img.getexif().get(_EXIF_ORIENTATION) in _SWAPS_AXES
+        # JPEG only: decode at 1/2, 1/4 or 1/8 scale while still at least the requested size.
+        img.draft("RGB", (height, width) if swap else (width, height))
+        upright = ImageOps.exif_transpose(img)
+        if upright.mode in ("RGBA", "LA") or "transparency" in upright.info:
+            rgba = upright.convert("RGBA")
+            flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            flat.alpha_composite(rgba)
+            upright = flat
+        rgb = upright.convert("RGB")
+        size = fit_within(rgb.width, rgb.height, width, height)
+        if size != rgb.size:
+            rgb = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        arr = np.array(rgb, dtype=np.uint8)
+    arr.flags.writeable = False
+    return arr
