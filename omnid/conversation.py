@@ -20,11 +20,14 @@ from omnid import earcons, protocol
 from omnid import events as ev
 from omnid.config import Config
 from omnid.control import answer
+from omnid.quota import DailyBudget
 from omnid.replies import ServiceEvents
 from omnid.session import Session, carry_over_instructions
-from omnid.supervisor import Journal, Notifier
+from omnid.supervisor import Journal, Notifier, Watchdog
 from omnid.turn import APPEND_SAMPLES, Turn
+from omnid.upkeep import Upkeep
 from omnid.uplink import Uplink
+from omnid.volume import default_state_dir
 
 log = logging.getLogger("omnid.conversation")
 
@@ -43,7 +46,7 @@ class Output(Protocol):
     def queued_s(self) -> float: ...
 
 
-class Conversation(ServiceEvents):
+class Conversation(ServiceEvents, Upkeep):
     def __init__(
         self,
         cfg: Config,
@@ -73,6 +76,12 @@ class Conversation(ServiceEvents):
         self.running = False
         self._last_tick = 0.0
         self._error_tone = earcons.error_tone()
+        self.watchdog = Watchdog.from_env()
+        self.last_mic_t = clock()
+        self.mic_missing = False
+        self.mic: Any = None  # set by the daemon; only the test hooks touch it
+        self._pending_cfg: Config | None = None
+        self.budget = DailyBudget(cfg.usage.daily_token_limit, default_state_dir())
 
     def post(self, event: ev.Event) -> None:
         """The only entry point for other threads: never blocks."""
@@ -118,7 +127,8 @@ class Conversation(ServiceEvents):
             case ev.Tap():
                 self.tap(event.t)
             case ev.ControlRequest():
-                answer(self, event)
+                if not self._test_hook(event):
+                    answer(self, event)
             case ev.LinkUp():
                 self.session.on_link_up(event.link)
             case ev.LinkFailed():
@@ -131,14 +141,17 @@ class Conversation(ServiceEvents):
                 self.notifier.stopping()
                 self.running = False
             case ev.Reload():
-                log.warning("reload: configuration changes need a restart in this version")
+                self._on_reload()
         self._status()
 
     def tick(self, now: float) -> None:
         self.session.tick(now)
+        self._watchdog_tick(now)
         turn = self.turn
         if turn is None:
-            if self.session.next_ready:
+            if self._pending_cfg is not None:
+                self._apply_reload()
+            elif self.session.next_ready:
                 self._swap()  # rollover, at a turn boundary
             elif self.session.rollover_due(now):
                 self.session.start_rollover()
@@ -168,6 +181,9 @@ class Conversation(ServiceEvents):
     # ------------------------------------------------------------------ user actions
 
     def press(self, t: float) -> None:
+        if self.budget.exhausted and self.state == "idle":
+            self._refuse(t)
+            return
         if self.vad:  # hands-free: the button interrupts the answer, or (idle) toggles mute
             if self.state in ("thinking", "speaking"):
                 self._interrupt()
@@ -222,6 +238,9 @@ class Conversation(ServiceEvents):
     # ------------------------------------------------------------------ audio in
 
     def _on_mic(self, block: ev.MicBlock) -> None:
+        self.last_mic_t = block.t
+        if self.budget.exhausted:
+            return  # nothing goes to the service until midnight
         pcm = self.uplink.mask(block.pcm, block.t)
         if self.vad:
             self.uplink.stream(pcm, self.session.ready, self.session.send)
@@ -298,12 +317,22 @@ class Conversation(ServiceEvents):
 
     # ------------------------------------------------------------------ endings
 
-    def _lose(self, turn: Turn, why: str) -> None:
-        log.warning("turn %d lost: %s", turn.number, why)
+    def _error_earcon(self) -> None:
         self.speaker.flush()
         self.uplink.guard.started()
         self.speaker.play(self._error_tone)
+
+    def _lose(self, turn: Turn, why: str) -> None:
+        log.warning("turn %d lost: %s", turn.number, why)
+        self._error_earcon()
         self._finish(turn, "lost", why)
+
+    def _refuse(self, t: float) -> None:
+        """Daily token limit reached: the user hears it, the journal records it."""
+        why = f"daily token limit of {self.budget.limit} reached ({self.budget.tokens} used)"
+        log.warning("turn refused: %s", why)
+        self._error_earcon()
+        self._finish(self._new_turn(t), "refused", why)
 
     def _finish(self, turn: Turn, outcome: str, why: str = "") -> None:
         if outcome == "answered" and turn.retried:
@@ -343,6 +372,8 @@ class Conversation(ServiceEvents):
 
     def status_line(self) -> str:
         state = self.public_state
+        if self.budget.exhausted:
+            return f"daily token limit reached ({self.budget.tokens} tokens); resumes at midnight"
         if state == "idle":
             return f"idle (session {self.session.age_s() / 60:.0f} min, {self.turns} turns)"
         if state == "offline" and self.session.retry_at is not None:

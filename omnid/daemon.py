@@ -52,6 +52,7 @@ class Daemon:
         )
         self.mic, self.speaker = mic, speaker
         self.conversation = Conversation(cfg, speaker, self.journal, self.notifier)
+        self.conversation.mic = mic
         self.control = ControlServer(Path(cfg.control.socket), self.post)
         try:
             self.control.start()

@@ -21,6 +21,7 @@ from omnid.usage import record_usage
 if TYPE_CHECKING:
     from omnid.config import Config
     from omnid.conversation import Output
+    from omnid.quota import DailyBudget
     from omnid.session import Session
     from omnid.supervisor import Journal
     from omnid.uplink import Uplink
@@ -39,6 +40,7 @@ class ServiceEvents:
     vad: bool
     history: deque[Turn]
     _dead: deque[str]
+    budget: DailyBudget
 
     # Provided by Conversation.
     def _new_turn(self, t: float) -> Turn:
@@ -140,6 +142,7 @@ class ServiceEvents:
             first_ms = turn.ms(turn.commit_sent_t, turn.first_audio_t)
             turn.usage_tokens = done.usage.total_tokens
         record_usage(self.journal, self.cfg.api.model, self.session.session_id, done, first_ms)
+        self.budget.add(done.usage.total_tokens)
         if turn is None or not mine or turn.cancelled:
             return
         turn.response_done = True

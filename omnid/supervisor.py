@@ -89,6 +89,32 @@ class Journal:
             listener(event, payload)
 
 
+class Watchdog:
+    """Pings due every half `WATCHDOG_USEC` (sd_watchdog_enabled(3) semantics: only for the
+    process named by `WATCHDOG_PID`, when set). The caller decides whether it is alive."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last = float("-inf")
+
+    @classmethod
+    def from_env(cls) -> Watchdog | None:
+        try:
+            usec = int(os.environ.get("WATCHDOG_USEC", "0"))
+            pid = int(os.environ.get("WATCHDOG_PID", "0") or 0)
+        except ValueError:
+            return None
+        if usec <= 0 or (pid and pid != os.getpid()):
+            return None
+        return cls(usec / 1e6 / 2)
+
+    def due(self, now: float) -> bool:
+        if now - self._last >= self.interval_s:
+            self._last = now
+            return True
+        return False
+
+
 class Notifier:
     """sd_notify; a no-op without $NOTIFY_SOCKET. Remembers STATUS to skip repeats."""
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from omnid.session import CARRY_OVER_HEADING
 from tests.alsa_rig import AlsaFifoRig
@@ -27,6 +28,7 @@ def conn(sim: Simulator, what: str) -> list[dict]:
     return [r for r in sim.record() if r.get("dir") == "conn" and r.get("what") == what]
 
 
+@pytest.mark.timeout(240)
 def test_rollover_keeps_the_conversation_going_across_sessions(tmp_path: Path) -> None:
     """Simulator sessions last 30 s, omnid rolls over after 15 s; a turn every 10 s for 2 min."""
     utterances = [(2.0 + 10 * i, speech(1.5)) for i in range(12)]
@@ -75,6 +77,7 @@ def test_rollover_keeps_the_conversation_going_across_sessions(tmp_path: Path) -
             assert f"Assistant: {before[-1]}" in instructions
 
 
+@pytest.mark.timeout(60 + 6 * CHAOS_DROPS)
 def test_chaos_every_turn_is_answered_or_recorded_lost(tmp_path: Path) -> None:
     """Abrupt drops (no close frame) at random moments, while a user takes turn after turn."""
     key = make_key()

@@ -1,0 +1,99 @@
+"""Keeping the daemon honest with systemd: the watchdog, SIGHUP reloads, and test-only fault hooks.
+
+A mixin of `Conversation`, run on its thread. The watchdog is pinged from the loop's own tick, and
+only while the microphone delivers blocks (or is known missing and being reopened): a stalled loop
+or a dead capture stream stops the pings and systemd restarts the daemon — never a silently deaf
+device. A reload applies at the next idle moment, so no turn is cut; session settings reach the
+service through a make-before-break rollover.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from omnid import events as ev
+
+if TYPE_CHECKING:
+    from omnid.config import Config
+    from omnid.session import Session
+    from omnid.supervisor import Notifier, Watchdog
+    from omnid.turn import Turn
+
+log = logging.getLogger("omnid.upkeep")
+
+TEST_HOOKS = os.environ.get("OMNID_TEST_HOOKS") == "1"
+
+
+class Upkeep:
+    cfg: Config
+    session: Session
+    notifier: Notifier
+    watchdog: Watchdog | None
+    turn: Turn | None
+    vad: bool
+    last_mic_t: float
+    mic_missing: bool
+    mic: Any
+    _pending_cfg: Config | None
+
+    def _watchdog_tick(self, now: float) -> None:
+        if self.watchdog is None or not self.watchdog.due(now):
+            return
+        stale_after = max(0.5, min(2.0, self.watchdog.interval_s))
+        if self.mic_missing or now - self.last_mic_t < stale_after:
+            self.notifier.watchdog()
+        else:
+            log.debug(
+                "watchdog: no microphone block for %.1f s: not pinging", now - self.last_mic_t
+            )
+
+    def _on_reload(self) -> None:
+        from omnid.config import ConfigError, load_config
+
+        try:
+            new = load_config(self.cfg.source_path, require_api_key=True)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload: %s", problem)
+            log.error("reload: the new configuration is invalid; keeping the running one")
+            self.notifier.ready()
+            return
+        changed = [
+            name
+            for name in ("audio", "control", "button", "led", "camera")
+            if getattr(new, name) != getattr(self.cfg, name)
+        ]
+        if changed:
+            log.warning("reload: changes to [%s] take effect after a restart", ", ".join(changed))
+        self._pending_cfg = new
+        log.info("reload: new configuration read; applying at the next idle moment")
+
+    def _apply_reload(self) -> None:
+        new, self._pending_cfg = self._pending_cfg, None
+        if new is None:
+            return
+        session_changed = (new.session, new.api) != (self.cfg.session, self.cfg.api)
+        self.cfg = self.session.cfg = new
+        self.vad = new.session.mode == "vad"
+        logging.getLogger().setLevel(new.log.level.upper())
+        if session_changed and self.session.ready:
+            self.session.start_rollover()  # the new session gets the new settings
+        log.info(
+            "reload: applied%s", " (new session settings via rollover)" if session_changed else ""
+        )
+        self.notifier.ready()
+
+    def _test_hook(self, req: ev.ControlRequest) -> bool:
+        """`_stall S` blocks the loop, `_kill-mic` stops capture behind the daemon's back:
+        what the watchdog must notice. Only with OMNID_TEST_HOOKS=1 in the environment."""
+        if not (TEST_HOOKS and req.command.startswith("_")):
+            return False
+        req.reply({"ok": True, "state": "hook"})
+        if req.command == "_stall":
+            time.sleep(float(req.args[0]) if req.args else 5.0)
+        elif req.command == "_kill-mic" and self.mic is not None:
+            self.mic.close()
+        return True

@@ -1,0 +1,158 @@
+"""systemd's view of the daemon: sd_notify datagrams on a socket the test owns, as systemd would
+receive them — READY, STATUS that follows a turn, WATCHDOG tied to real liveness, RELOADING on
+SIGHUP, STOPPING and a clean exit on SIGTERM."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import socket
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tests.harness import Daemon, Simulator, make_key, write_config
+from tests.test_handsfree import timeline
+from tests.test_turn_wav import speech
+
+
+class NotifySocket:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop:
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            now = time.time()
+            self.messages += [(now, line) for line in data.decode().splitlines()]
+
+    def times(self, prefix: str) -> list[float]:
+        return [t for t, m in self.messages if m.startswith(prefix)]
+
+    def wait(self, prefix: str, after: float = 0.0, timeout: float = 10.0) -> float:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = [t for t in self.times(prefix) if t >= after]
+            if found:
+                return found[0]
+            time.sleep(0.02)
+        raise AssertionError(f"no {prefix} after {after}: {self.messages[-20:]}")
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join()
+        self.sock.close()
+
+
+def start(
+    tmp: Path, *utterances: tuple[float, np.ndarray]
+) -> tuple[Simulator, Daemon, NotifySocket]:
+    key = make_key()
+    timeline(tmp / "mic.wav", [*utterances, (60.0, None)])
+    sim = Simulator(tmp, key, "--pace", "1.0")
+    config = write_config(
+        tmp,
+        sim.url,
+        key,
+        (
+            f'[audio]\ninput_device = "wav:{tmp / "mic.wav"}"\n'
+            f'output_device = "wav:{tmp / "spk.wav"}"\n'
+        ),
+    )
+    notify = NotifySocket(tmp / "notify.sock")
+    daemon = Daemon(
+        tmp,
+        config,
+        key,
+        NOTIFY_SOCKET=str(notify.path),
+        WATCHDOG_USEC="2000000",
+        OMNID_TEST_HOOKS="1",
+    )
+    return sim, daemon, notify
+
+
+def test_ready_status_watchdog_reload_and_stop_mid_turn(tmp_path: Path) -> None:
+    sim, daemon, notify = start(tmp_path, (1.0, speech(3.0)), (9.0, speech(3.0)))
+    try:
+        ready = notify.wait("READY=1")
+        daemon.wait_ready()
+        wall0 = daemon.audio_started_wall()
+
+        def turn(at: float) -> None:
+            time.sleep(max(0.0, wall0 + at - 0.2 - time.time()))
+            daemon.ctl("press")
+            time.sleep(max(0.0, wall0 + at + 3.2 - time.time()))
+            daemon.ctl("release")
+            notify.wait("STATUS=speaking", after=time.time())
+
+        turn(1.0)
+        time.sleep(0.5)
+        daemon.proc.send_signal(signal.SIGHUP)  # mid-answer: applied once the turn is over
+        reloading = notify.wait("RELOADING=1", after=ready)
+        reloaded = notify.wait("READY=1", after=reloading)
+        answered = daemon.wait_record("turn")[0]
+        turn(9.0)
+        time.sleep(0.3)
+        stop_sent = time.time()
+        code = daemon.stop(signal.SIGTERM)  # mid-answer again: it still plays
+        stopped = time.time()
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.stop()
+        sim.stop()
+        notify.close()
+    assert answered["OMNID_OUTCOME"] == "answered"  # the reload did not cut the turn
+    assert reloaded - reloading > 0.5
+    statuses = [m.split("=", 1)[1] for _, m in notify.messages if m.startswith("STATUS=")]
+    print(f"\nSTATUS sequence: {statuses[:8]}")
+    assert code == 0 and stopped - stop_sent < 2.0
+    assert notify.times("STOPPING=1") and notify.times("STOPPING=1")[0] >= stop_sent
+    for state in ("listening", "thinking", "speaking"):
+        assert state in statuses
+    assert any(s.startswith("idle (session") for s in statuses)
+    pings = [t for t in notify.times("WATCHDOG=1") if t < stop_sent]
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
+    print(f"WATCHDOG=1 every {statistics.median(gaps):.2f} s (median of {len(gaps)})")
+    assert len(pings) >= 4 and 0.8 <= statistics.median(gaps) <= 1.3
+
+
+def test_a_stalled_loop_or_a_dead_microphone_stops_the_watchdog(tmp_path: Path) -> None:
+    sim, daemon, notify = start(tmp_path)
+    try:
+        notify.wait("READY=1")
+        daemon.wait_ready()
+        notify.wait("WATCHDOG=1", after=time.time() + 0.1)
+        stall = time.time()
+        daemon.ctl("_stall 4")
+        resumed = notify.wait("WATCHDOG=1", after=stall + 0.5, timeout=10)
+        time.sleep(2.0)
+        killed = time.time()
+        daemon.ctl("_kill-mic")
+        time.sleep(4.0)
+        alive = daemon.proc.poll() is None
+    finally:
+        daemon.stop()
+        sim.stop()
+        notify.close()
+    pings = notify.times("WATCHDOG=1")
+    before_stall = max(t for t in pings if t < stall)
+    print(
+        f"\nstall: no ping for {resumed - before_stall:.1f} s; "
+        f"after the microphone died: {len([t for t in pings if t > killed + 2.0])} pings"
+    )
+    assert resumed - before_stall >= 3.5  # nothing while the loop was stuck
+    assert alive  # the process itself does not notice: only the watchdog does
+    assert not [t for t in pings if t > killed + 2.0], "pinging while deaf"
