@@ -210,9 +210,17 @@ class TalkButton:
         return f"<TalkButton {self.pin} pressed={self.is_pressed}>"
 
 
-def open_gpio(what: str, pin: str, make: Callable[[], T]) -> T | None:
+def open_gpio(
+    what: str,
+    pin: str,
+    make: Callable[[], T],
+    *,
+    without: str = "carrying on without it",
+    logger: logging.Logger = log,
+) -> T | None:
     """Run `make()` (which opens a gpiozero device on `pin`); on any failure log ONE error that
-    names the pin and the reason, and return None.
+    names the pin and the reason (and, in `without`, what the box does instead) to `logger`,
+    and return None.
 
     The box must keep working without its button or LED (the control socket still drives
     turns), so nothing here may raise. gpiozero tries each pin factory in turn and warns
@@ -240,17 +248,18 @@ def open_gpio(what: str, pin: str, make: Callable[[], T]) -> T | None:
         reason = str(failure) or type(failure).__name__
         if fallbacks:
             reason += " (" + "; ".join(fallbacks) + ")"
-        log.error(
-            "%s: cannot open pin %s: %s [%s]; carrying on without it",
+        logger.error(
+            "%s: cannot open pin %s: %s [%s]; %s",
             what,
             pin,
             reason,
             type(failure).__name__,
+            without,
         )
-        log.debug("%s: opening pin %s failed", what, pin, exc_info=failure)
+        logger.debug("%s: opening pin %s failed", what, pin, exc_info=failure)
         return None
     for message in fallbacks:
-        log.debug("%s: %s", what, message)
+        logger.debug("%s: %s", what, message)
     return device
 
 
@@ -266,6 +275,7 @@ def open_button(
         "button",
         cfg.pin,
         lambda: TalkButton(cfg.pin, cfg.pull_up, cfg.bounce_ms, post, pin_factory=pin_factory),
+        without="carrying on without it: 'omnid ctl press' / 'release' still start turns",
     )
     if button is not None:
         log.info("button on %s (pull_up=%s, bounce %d ms)", cfg.pin, cfg.pull_up, cfg.bounce_ms)

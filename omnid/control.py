@@ -34,6 +34,7 @@ class Controllable(Protocol):
     def release(self, t: float) -> None: ...
     def tap(self, t: float) -> None: ...
     def status(self) -> dict[str, Any]: ...
+    def volume(self, args: list[str]) -> dict[str, Any]: ...
 
 
 def answer(target: Controllable, req: ControlRequest) -> None:
@@ -48,12 +49,14 @@ def answer(target: Controllable, req: ControlRequest) -> None:
         req.reply({"ok": True, "state": target.public_state})
     elif req.command == "status":
         req.reply(target.status())
+    elif req.command == "volume":
+        req.reply(target.volume(req.args))
     else:
         req.reply(
             {
                 "ok": False,
                 "state": target.public_state,
-                "error": f"unknown command {req.command!r} (press, release, tap, status)",
+                "error": f"unknown command {req.command!r} (press, release, tap, status, volume)",
             }
         )
 

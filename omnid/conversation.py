@@ -16,10 +16,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from omnid import earcons, protocol
 from omnid import events as ev
+from omnid import protocol
 from omnid.config import Config
 from omnid.control import answer
+from omnid.earcons import Earcons
+from omnid.interface import DeviceInterface
 from omnid.quota import DailyBudget
 from omnid.replies import ServiceEvents
 from omnid.session import Session, carry_over_instructions
@@ -32,7 +34,7 @@ from omnid.volume import default_state_dir
 log = logging.getLogger("omnid.conversation")
 
 TICK_S = 0.1
-MIN_TURN_S = 0.2  # a shorter press is a bump of the button, not speech
+MIN_TURN_S = 0.3  # a shorter press is a tap (or a bump of the button), not speech
 RESPONSE_TIMEOUT_S = 20.0  # commit sent, nothing back: the answer is not coming
 OFFLINE_TURN_TIMEOUT_S = 30.0  # released while offline: give up after this long
 
@@ -40,13 +42,15 @@ OFFLINE_TURN_TIMEOUT_S = 30.0  # released while offline: give up after this long
 class Output(Protocol):
     """What the conversation needs of the speaker (omnid.audio.Speaker)."""
 
+    volume: float
+
     def play(self, pcm: np.ndarray, *, last: bool = False) -> None: ...
     def flush(self) -> None: ...
     @property
     def queued_s(self) -> float: ...
 
 
-class Conversation(ServiceEvents, Upkeep):
+class Conversation(ServiceEvents, Upkeep, DeviceInterface):
     def __init__(
         self,
         cfg: Config,
@@ -75,7 +79,13 @@ class Conversation(ServiceEvents, Upkeep):
         self.turns = 0
         self.running = False
         self._last_tick = 0.0
-        self._error_tone = earcons.error_tone()
+        self.earcons = Earcons.generate()
+        self.led: Any = None  # the daemon attaches the LED and the volume store
+        self.volume_store: Any = None
+        self.volume_pct = cfg.audio.output_volume
+        self._shown = ""
+        self._announced_offline = False
+        self._offline_since: float | None = None
         self.watchdog = Watchdog.from_env()
         self.last_mic_t = clock()
         self.mic_missing = False
@@ -197,6 +207,7 @@ class Conversation(ServiceEvents, Upkeep):
             return
         self._new_turn(t)
         self.state = "listening"
+        self._earcon("listening", t)  # capture runs from the press; the earcon is masked out
         if not self.session.ready:
             self.session.connect_now(user=True)  # a press while offline tries at once
 
@@ -216,6 +227,7 @@ class Conversation(ServiceEvents, Upkeep):
             return
         self.state = "thinking"
         turn.commit_pending = True
+        self._earcon("sent")
         self._commit(turn)
 
     def tap(self, t: float) -> None:
@@ -319,8 +331,8 @@ class Conversation(ServiceEvents, Upkeep):
 
     def _error_earcon(self) -> None:
         self.speaker.flush()
-        self.uplink.guard.started()
-        self.speaker.play(self._error_tone)
+        self._earcon("error")
+        self._flash_error()
 
     def _lose(self, turn: Turn, why: str) -> None:
         log.warning("turn %d lost: %s", turn.number, why)
@@ -383,3 +395,4 @@ class Conversation(ServiceEvents, Upkeep):
 
     def _status(self) -> None:
         self.notifier.status(self.status_line())
+        self._indicate()

@@ -12,13 +12,17 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from omnid import events as ev
 from omnid.audio import AudioDeviceError, Microphone, Speaker, open_audio
+from omnid.button import TalkButton, open_button
 from omnid.config import Config
 from omnid.control import ControlServer
 from omnid.conversation import Conversation
+from omnid.led import StatusLed, open_led
 from omnid.supervisor import Journal, Notifier
+from omnid.volume import VolumeStore, default_state_dir, to_gain
 
 log = logging.getLogger("omnid.daemon")
 
@@ -30,8 +34,13 @@ EX_UNAVAILABLE = 69
 class Daemon:
     """The running daemon's parts. `open()`, then `run()` on the thread that will own the state."""
 
-    def __init__(self, cfg: Config, journal: Journal | None = None) -> None:
+    def __init__(
+        self, cfg: Config, journal: Journal | None = None, pin_factory: Any = None
+    ) -> None:
         self.cfg = cfg
+        self.pin_factory = pin_factory  # gpiozero's; None = its default (tests pass MockFactory)
+        self.button: TalkButton | None = None
+        self.led: StatusLed | None = None
         self.journal = journal or Journal()
         self.notifier = Notifier()
         self.mic: Microphone | None = None
@@ -48,11 +57,17 @@ class Daemon:
             block_ms=cfg.audio.block_ms,
             on_mic_block=lambda pcm, t: self.post(ev.MicBlock(pcm, t)),
             on_speaker_event=lambda kind, t: self.post(ev.SpeakerEvent(kind, t)),
-            volume=cfg.audio.output_volume / 100,
         )
         self.mic, self.speaker = mic, speaker
-        self.conversation = Conversation(cfg, speaker, self.journal, self.notifier)
-        self.conversation.mic = mic
+        conversation = Conversation(cfg, speaker, self.journal, self.notifier)
+        conversation.mic = mic
+        store = VolumeStore(default_state_dir(), default=cfg.audio.output_volume)
+        conversation.volume_store, conversation.volume_pct = store, store.load()
+        speaker.volume = to_gain(conversation.volume_pct)
+        self.led = conversation.led = open_led(cfg.led, pin_factory=self.pin_factory)
+        self.conversation = conversation
+        # The button only posts events; a pin that cannot be opened leaves the socket as trigger.
+        self.button = open_button(cfg.button, self.post, pin_factory=self.pin_factory)
         self.control = ControlServer(Path(cfg.control.socket), self.post)
         try:
             self.control.start()
@@ -82,8 +97,9 @@ class Daemon:
         self.conversation.run()
 
     def close(self) -> None:
-        if self.control is not None:
-            self.control.close()
+        for part in (self.button, self.led, self.control):
+            if part is not None:
+                part.close()
         for device in (self.mic, self.speaker):
             if device is not None:
                 device.close()

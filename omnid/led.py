@@ -234,7 +234,13 @@ def open_led(cfg: LedSection, pin_factory: Any = None) -> StatusLed | None:
     state change, and `close()` on shutdown."""
     if not cfg.enabled:
         return None
-    led = open_gpio("led", cfg.pin, lambda: StatusLed(cfg.pin, pin_factory=pin_factory))
+    led = open_gpio(
+        "led",
+        cfg.pin,
+        lambda: StatusLed(cfg.pin, pin_factory=pin_factory),
+        without="carrying on without a status light",
+        logger=log,
+    )
     if led is not None:
         log.info("status LED on %s (%s)", cfg.pin, "PWM" if led.pwm else "on/off")
     return led

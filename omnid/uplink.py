@@ -32,8 +32,9 @@ class EchoGuard:
         self.playing = True
 
     def drained(self, t: float) -> None:
-        self.playing = False
-        self.until = t + self.tail_s
+        if self.playing:  # an answer (not an earcon, which has its own exact mask) went quiet
+            self.playing = False
+            self.until = t + self.tail_s
 
     def active(self, t: float) -> bool:
         return self.enabled and (self.playing or t < self.until)
@@ -45,6 +46,7 @@ class Uplink:
     def __init__(self, echo_guard: str, echo_tail_ms: int, max_buffer_s: float) -> None:
         self.guard = EchoGuard(echo_guard, echo_tail_ms)
         self.muted = False
+        self.mask_until = 0.0  # an earcon is sounding: blank the microphone until then
         self.guarded_blocks = 0
         self._pending: list[np.ndarray] = []
         self._pending_n = 0
@@ -54,7 +56,7 @@ class Uplink:
 
     def mask(self, pcm: np.ndarray, t: float) -> np.ndarray:
         """What may go to the wire: the microphone, or silence while muted or guarded."""
-        if self.muted:
+        if self.muted or t < self.mask_until:
             return np.zeros_like(pcm)
         if self.guard.active(t):
             self.guarded_blocks += 1

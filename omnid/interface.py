@@ -1,0 +1,98 @@
+"""The box's own interface, seen from the conversation: the status LED, earcons and the volume.
+
+A mixin of `Conversation`, run on its thread. On a headless box the light and a few short tones are
+the whole user interface, so they follow every state change — but never get in the way of what the
+user says: the listening earcon is played as capture starts and the microphone audio it overlaps
+is replaced with silence before it reaches the wire (`Uplink.mask_until`), so it is never sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from omnid.earcons import Earcons
+from omnid.volume import VolumeStore, apply, to_gain
+
+if TYPE_CHECKING:
+    from omnid.config import Config
+    from omnid.conversation import Output
+    from omnid.led import StatusLed
+    from omnid.session import Session
+    from omnid.uplink import Uplink
+
+log = logging.getLogger("omnid.interface")
+
+# Brief drops are healed before anyone notices; only an outage this long is announced.
+ANNOUNCE_OFFLINE_AFTER_S = 3.0
+# Device latency between handing the earcon to the speaker and its last sample sounding, plus
+# the room: the mic mask covers the earcon and this much more.
+EARCON_MASK_MARGIN_S = 0.08
+
+
+class DeviceInterface:
+    cfg: Config
+    speaker: Output
+    session: Session
+    uplink: Uplink
+    led: StatusLed | None
+    earcons: Earcons
+    volume_store: VolumeStore | None
+    volume_pct: int
+    _shown: str
+    _was_online: bool
+    _announced_offline: bool
+    _offline_since: float | None
+    clock: Callable[[], float]
+
+    @property
+    def public_state(self) -> str:
+        raise NotImplementedError
+
+    def _earcon(self, name: str, t: float | None = None) -> None:
+        """Play an earcon; with `t`, also blank the microphone while it sounds."""
+        if not self.cfg.audio.earcons and name != "error":
+            return
+        pcm = self.earcons.get(name)
+        if t is not None:
+            self.uplink.mask_until = t + len(pcm) / 24_000 + EARCON_MASK_MARGIN_S
+        self.speaker.play(pcm)
+
+    def _indicate(self) -> None:
+        """Follow the state on the LED, and say offline / back online once per change."""
+        state = "muted" if self.uplink.muted and self.public_state == "idle" else self.public_state
+        if state != self._shown:
+            self._shown = state
+            if self.led is not None:
+                self.led.show(state)
+        # Only real trouble is announced: an idle re-open or a rollover stays quiet.
+        if self.session.ready:
+            if self._announced_offline:
+                self._announced_offline = False
+                self._earcon("online")
+            self._offline_since = None
+            return
+        now = self.clock()
+        if self._offline_since is None:
+            self._offline_since = now
+        elif now - self._offline_since >= ANNOUNCE_OFFLINE_AFTER_S and not self._announced_offline:
+            self._announced_offline = True
+            self._earcon("offline")
+
+    def _flash_error(self) -> None:
+        if self.led is not None:
+            self.led.show("error")
+
+    def volume(self, args: list[str]) -> dict[str, Any]:
+        """`omnid ctl volume [up|down|N]`: applied to the next block played, and persisted."""
+        if args:
+            try:
+                self.volume_pct = apply(args, self.volume_pct)
+            except ValueError as exc:
+                return {"ok": False, "state": self.public_state, "error": str(exc)}
+            self.speaker.volume = to_gain(self.volume_pct)
+            if self.volume_store is not None:
+                self.volume_store.save(self.volume_pct)
+            log.info("volume %d %%", self.volume_pct)
+        return {"ok": True, "state": self.public_state, "volume": self.volume_pct}
