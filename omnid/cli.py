@@ -97,7 +97,20 @@ def _devices(args: argparse.Namespace) -> int:
             f"in {d['max_input_channels']} ch {d.get('input_rates', [])} / "
             f"out {d['max_output_channels']} ch {d.get('output_rates', [])}"
         )
+    from omnid.camera import list_sources
+
+    cameras = list_sources()
+    for line in cameras:
+        print(f"camera: {line}")
+    if not cameras:
+        print("camera: none found (no picamera2 camera, no /dev/video*)")
     return EX_OK
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from omnid.usage_report import run
+
+    return run(args.config, args.file, args.since, args.until, args.json)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -131,6 +144,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("devices", help="audio devices and the rates they accept")
     p.set_defaults(func=_devices)
+
+    p = sub.add_parser("usage", help="token usage per day and model, read back from the journal")
+    p.add_argument("--since", help="from this time (journalctl syntax; with --file: YYYY-MM-DD…)")
+    p.add_argument("--until", help="up to this time (as --since)")
+    p.add_argument(
+        "--file", type=Path, help="a saved `journalctl -o json` export instead ('-': stdin)"
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    p.add_argument("--config", type=Path, help="config with the [usage] prices (default: as run)")
+    p.set_defaults(func=_usage)
 
     sub.add_parser("simulate", help="the local simulator of the service (see --help)")
     return parser

@@ -29,6 +29,7 @@ from omnid.supervisor import Journal, Notifier, Watchdog
 from omnid.turn import APPEND_SAMPLES, Turn
 from omnid.upkeep import Upkeep
 from omnid.uplink import Uplink
+from omnid.vision import Vision
 from omnid.volume import default_state_dir
 
 log = logging.getLogger("omnid.conversation")
@@ -50,7 +51,7 @@ class Output(Protocol):
     def queued_s(self) -> float: ...
 
 
-class Conversation(ServiceEvents, Upkeep, DeviceInterface):
+class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
     def __init__(
         self,
         cfg: Config,
@@ -92,6 +93,8 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface):
         self.mic: Any = None  # set by the daemon; only the test hooks touch it
         self._pending_cfg: Config | None = None
         self.budget = DailyBudget(cfg.usage.daily_token_limit, default_state_dir())
+        self.camera: Any = None  # opened by open_camera(): a feed and its FramePolicy
+        self.frames: Any = None
 
     def post(self, event: ev.Event) -> None:
         """The only entry point for other threads: never blocks."""
@@ -152,11 +155,14 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface):
                 self.running = False
             case ev.Reload():
                 self._on_reload()
+            case ev.Frame():
+                self.on_frame(event)
         self._status()
 
     def tick(self, now: float) -> None:
         self.session.tick(now)
         self._watchdog_tick(now)
+        self.vision_tick()
         turn = self.turn
         if turn is None:
             if self._pending_cfg is not None:
@@ -207,6 +213,7 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface):
             return
         self._new_turn(t)
         self.state = "listening"
+        self.vision("turn_start")
         self._earcon("listening", t)  # capture runs from the press; the earcon is masked out
         if not self.session.ready:
             self.session.connect_now(user=True)  # a press while offline tries at once
@@ -227,6 +234,7 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface):
             return
         self.state = "thinking"
         turn.commit_pending = True
+        self.vision("turn_end")
         self._earcon("sent")
         self._commit(turn)
 
@@ -255,7 +263,7 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface):
             return  # nothing goes to the service until midnight
         pcm = self.uplink.mask(block.pcm, block.t)
         if self.vad:
-            self.uplink.stream(pcm, self.session.ready, self.session.send)
+            self.uplink.stream(pcm, self.session.ready, self.send_append)
             if self.turn is not None and self.state == "listening":
                 self.turn.add(pcm)  # kept for a replay should the link drop before the answer
             return
@@ -274,7 +282,7 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface):
             return
         for start in range(0, len(pcm), APPEND_SAMPLES * 10):
             chunk = pcm[start : start + APPEND_SAMPLES * 10]
-            if not self.session.send(protocol.audio_append(chunk.astype("<i2").tobytes())):
+            if not self.send_append(protocol.audio_append(chunk.astype("<i2").tobytes())):
                 return
         turn.mark_sent()
 
@@ -286,6 +294,7 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface):
             return
         turn.commit_sent_t = self.clock()
         turn.commit_pending = False
+        self.vision("commit")
         if self.session.send(protocol.response_create()):
             turn.response_requested = True
 
@@ -296,12 +305,13 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface):
         self._on_session_ready()
 
     def _on_session_ready(self) -> None:
+        self.vision("reset")  # a new session's buffer is empty
         turn = self.turn
         if self.vad:
             if turn is not None and turn.commit_pending:  # a drop cost the answer: replay
                 turn.commit_pending = False
                 self.uplink.replay(turn.blocks, self.cfg.session.vad.silence_duration_ms)
-            self.uplink.resume(self.session.send)
+            self.uplink.resume(self.send_append)
             return
         if turn is None:
             return
@@ -350,6 +360,8 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface):
         if outcome == "answered" and turn.retried:
             outcome = "retried"
         fields = turn.record_fields(outcome, self.session.session_id, self.clock())
+        if self.frames is not None:
+            fields["FRAMES"], fields["IMAGE_TOKENS_EST"] = self.frames.turn_counters()
         if why:
             fields["REASON"] = why
         if self.cfg.log.transcripts:
@@ -371,28 +383,3 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface):
         if self.state != "idle" or self.session.ready:
             return self.state
         return "offline" if self.session.state == "offline" else "connecting"
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "ok": True,
-            "state": self.public_state,
-            "connected": self.session.ready,
-            "session_id": self.session.session_id or None,
-            "session_age_s": round(self.session.age_s(), 1),
-            "turns": self.turns,
-        }
-
-    def status_line(self) -> str:
-        state = self.public_state
-        if self.budget.exhausted:
-            return f"daily token limit reached ({self.budget.tokens} tokens); resumes at midnight"
-        if state == "idle":
-            return f"idle (session {self.session.age_s() / 60:.0f} min, {self.turns} turns)"
-        if state == "offline" and self.session.retry_at is not None:
-            wait = max(0.0, self.session.retry_at - self.clock())
-            return f"offline, retrying in {wait:.0f} s: {self.session.last_error}"
-        return state
-
-    def _status(self) -> None:
-        self.notifier.status(self.status_line())
-        self._indicate()

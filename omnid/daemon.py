@@ -66,6 +66,7 @@ class Daemon:
         speaker.volume = to_gain(conversation.volume_pct)
         self.led = conversation.led = open_led(cfg.led, pin_factory=self.pin_factory)
         self.conversation = conversation
+        conversation.open_camera()
         # The button only posts events; a pin that cannot be opened leaves the socket as trigger.
         self.button = open_button(cfg.button, self.post, pin_factory=self.pin_factory)
         self.control = ControlServer(Path(cfg.control.socket), self.post)
@@ -97,6 +98,8 @@ class Daemon:
         self.conversation.run()
 
     def close(self) -> None:
+        if self.conversation is not None:
+            self.conversation.close_camera()
         for part in (self.button, self.led, self.control):
             if part is not None:
                 part.close()

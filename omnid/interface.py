@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from omnid.config import Config
     from omnid.conversation import Output
     from omnid.led import StatusLed
+    from omnid.quota import DailyBudget
     from omnid.session import Session
+    from omnid.supervisor import Notifier
     from omnid.uplink import Uplink
 
 log = logging.getLogger("omnid.interface")
@@ -45,6 +47,9 @@ class DeviceInterface:
     _announced_offline: bool
     _offline_since: float | None
     clock: Callable[[], float]
+    notifier: Notifier
+    budget: DailyBudget
+    turns: int
 
     @property
     def public_state(self) -> str:
@@ -96,3 +101,30 @@ class DeviceInterface:
                 self.volume_store.save(self.volume_pct)
             log.info("volume %d %%", self.volume_pct)
         return {"ok": True, "state": self.public_state, "volume": self.volume_pct}
+
+    def status(self) -> dict[str, Any]:
+        """`omnid ctl status`."""
+        return {
+            "ok": True,
+            "state": self.public_state,
+            "connected": self.session.ready,
+            "session_id": self.session.session_id or None,
+            "session_age_s": round(self.session.age_s(), 1),
+            "turns": self.turns,
+        }
+
+    def status_line(self) -> str:
+        """systemd's STATUS=: one human line."""
+        state = self.public_state
+        if self.budget.exhausted:
+            return f"daily token limit reached ({self.budget.tokens} tokens); resumes at midnight"
+        if state == "idle":
+            return f"idle (session {self.session.age_s() / 60:.0f} min, {self.turns} turns)"
+        if state == "offline" and self.session.retry_at is not None:
+            wait = max(0.0, self.session.retry_at - self.clock())
+            return f"offline, retrying in {wait:.0f} s: {self.session.last_error}"
+        return state
+
+    def _status(self) -> None:
+        self.notifier.status(self.status_line())
+        self._indicate()

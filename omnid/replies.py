@@ -50,6 +50,7 @@ class ServiceEvents:
     def _on_session_ready(self) -> None: ...
     def _finish(self, turn: Turn, outcome: str, why: str = "") -> None: ...
     def _lose(self, turn: Turn, why: str) -> None: ...
+    def vision(self, what: str) -> None: ...
 
     def _on_server(self, msg: ev.LinkMessage) -> None:
         if msg.link is self.session.next:
@@ -73,7 +74,10 @@ class ServiceEvents:
                     turn.released_t = turn.commit_sent_t = msg.t  # the service commits now
                     turn.response_requested = True  # and answers on its own
                     self.state = "thinking"
+                    self.vision("turn_end")
             case protocol.Committed():
+                if self.vad:
+                    self.vision("commit")
                 if turn is not None and not turn.item_id:
                     turn.item_id = event.item_id
             case protocol.ResponseCreated():
@@ -119,6 +123,7 @@ class ServiceEvents:
         if self.state != "listening":
             self._new_turn(t).item_id = event.item_id
             self.state = "listening"
+            self.vision("turn_start")
 
     def _current_response(self, turn: Turn, response_id: str) -> bool:
         if turn.cancelled or not turn.response_requested or response_id in self._dead:

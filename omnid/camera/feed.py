@@ -138,6 +138,13 @@ class CameraFeed:
             return gen == self._gen and not self._closed
 
     def _run(self, gen: int, after_stall: bool) -> None:
+        try:
+            self._loop(gen, after_stall)
+        except Exception:  # a bug here must not leave the feed silently dead
+            log.exception("camera: worker failed")
+            self._fail(gen, "camera worker failed (see the traceback above)")
+
+    def _loop(self, gen: int, after_stall: bool) -> None:
         source: FrameSource | None = None
         try:
             if after_stall:
@@ -158,9 +165,12 @@ class CameraFeed:
                     source = None
                     self._backoff(gen)
                     continue
-                if frame is not None and self._current(gen):
+                if not self._current(gen):
+                    return
+                self._recovered(gen, source.name)
+                if frame is not None:
                     self.frames_posted += 1
-                    self._post(frame)
+                    self._post(frame)  # queue.put_nowait: never blocks
         finally:
             if source is not None:
                 _close_quietly(source)
@@ -191,7 +201,7 @@ class CameraFeed:
         if not self._current(gen):
             _close_quietly(source)
             return None
-        self._recovered(gen, f"{source.name} {probe.shape[1]}×{probe.shape[0]}")
+        self._opened(f"{source.name} {probe.shape[1]}×{probe.shape[0]}")
         return source
 
     def _next_request(self, gen: int, name: str) -> bool:
@@ -220,8 +230,12 @@ class CameraFeed:
             log.warning(
                 "camera: %s delivers %d×%d, larger than camera.width×height = %d×%d; "
                 "scaling every frame in Python",
-                source.name, rgb.shape[1], rgb.shape[0], self.width, self.height,
-            )  # fmt: skip
+                source.name,
+                rgb.shape[1],
+                rgb.shape[0],
+                self.width,
+                self.height,
+            )
         if encoded is None:
             level = logging.DEBUG if self._warned_too_big else logging.WARNING
             self._warned_too_big = True
@@ -252,6 +266,7 @@ class CameraFeed:
             first = self._trouble is None
             if first:
                 self._trouble = reason
+            self._wanted = False  # a request made before the failure is stale by the reopen
         self._report(first, reason)
 
     def _report(self, first: bool, reason: str) -> None:
@@ -261,18 +276,26 @@ class CameraFeed:
         else:
             log.debug("camera: still failing: %s", reason)
 
-    def _recovered(self, gen: int, what: str) -> None:
+    def _opened(self, what: str) -> None:
         with self._cond:
-            if gen != self._gen:
-                return
-            was, self._trouble = self._trouble, None
-            first_open = not self._ever_open
+            first = not self._ever_open
             self._ever_open = True
-            self._retry_s = self._retry_base_s
-        if was is not None:
-            log.info("camera back: %s", what)
-        elif first_open:
+            trouble = self._trouble is not None
+        if first and not trouble:
             log.info("camera: %s", what)
+        else:
+            log.debug("camera: opened %s", what)
+
+    def _recovered(self, gen: int, name: str) -> None:
+        """A requested capture worked. Only this ends a trouble episode (an open whose probe
+        frame works, on a device that then stalls on every capture, must not flap between
+        "back" and a new warning) and resets the backoff."""
+        with self._cond:
+            if gen != self._gen or self._trouble is None:
+                return
+            self._trouble = None
+            self._retry_s = self._retry_base_s
+        log.info("camera back: %s", name)
 
     # ------------------------------------------------------------------ watchdog
 

@@ -67,7 +67,8 @@ class FramePolicy:
         self._requested_at: float | None = None
         self._held: Frame | None = None
         self._held_at = 0.0
-        self._latency = 0.0
+        self._latency = 0.0  # smoothed request → frame time of this camera
+        self._latency_known = False
 
     @classmethod
     def from_config(
@@ -132,7 +133,10 @@ class FramePolicy:
             self.dropped += 1
             return False
         sample = now - self._requested_at
-        self._latency += LATENCY_SMOOTHING * (sample - self._latency)
+        if self._latency_known:
+            self._latency += LATENCY_SMOOTHING * (sample - self._latency)
+        else:
+            self._latency, self._latency_known = sample, True
         self._requested_at = None
         self._drop_held()
         self._held, self._held_at = frame, now

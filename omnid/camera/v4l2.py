@@ -79,11 +79,11 @@ def yuyv_to_rgb(data: bytes | memoryview, width: int, height: int, stride: int) 
     return np.clip(rgb, 0, 255, out=rgb).round().astype(np.uint8)
 
 
-def _linuxpy() -> Any:
+def _linuxpy(name: str) -> Any:
     try:
         return importlib.import_module("linuxpy.video.device")
     except ImportError as exc:
-        raise CameraError(f"camera.source = 'v4l2' needs linuxpy ({exc}); {V4L2_HINT}") from None
+        raise CameraError(f"{name}: needs linuxpy ({exc}); {V4L2_HINT}") from None
 
 
 class V4L2Source(FrameSource):
@@ -98,7 +98,7 @@ class V4L2Source(FrameSource):
         self._box = (0, 0)
 
     def open(self, width: int, height: int) -> None:
-        lv = _linuxpy()
+        lv = _linuxpy(self.name)
         self._box = (width, height)
         try:
             dev = lv.Device(self.device)
