@@ -231,6 +231,7 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
         if turn.audio_s < MIN_TURN_S:
             log.info("press of %.2f s ignored (shorter than %.1f s)", turn.audio_s, MIN_TURN_S)
             self.turn, self.state = None, "idle"
+            self.turns -= 1  # a tap is not a turn
             return
         self.state = "thinking"
         turn.commit_pending = True

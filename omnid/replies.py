@@ -19,6 +19,8 @@ from omnid.turn import Turn
 from omnid.usage import record_usage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from omnid.config import Config
     from omnid.conversation import Output
     from omnid.quota import DailyBudget
@@ -50,7 +52,10 @@ class ServiceEvents:
     def _on_session_ready(self) -> None: ...
     def _finish(self, turn: Turn, outcome: str, why: str = "") -> None: ...
     def _lose(self, turn: Turn, why: str) -> None: ...
-    def vision(self, what: str) -> None: ...
+
+    # Provided by Vision, which comes after this class in Conversation's bases: a stub here would
+    # shadow it, so it is only declared for the type checker.
+    vision: Callable[[str], None]
 
     def _on_server(self, msg: ev.LinkMessage) -> None:
         if msg.link is self.session.next:

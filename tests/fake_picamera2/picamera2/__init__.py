@@ -6,13 +6,25 @@ It implements the part of the documented API surface omnid uses (the Picamera2 m
 strict where the real library is: configure before start, start before capture, one owner per
 camera, no configure while running. Frames are synthetic and laid out as the real "RGB888"
 format is in memory: B, G, R. Tests put this directory on `sys.path`; omnid's own code is real.
+
+For tests that run the daemon as a subprocess (where nothing can be patched), two environment
+variables make the camera misbehave the way real ones do, read at each `capture_array`:
+
+- `FAKE_PICAMERA2_CAPTURE_S`: seconds each capture takes (a slow sensor or a busy ISP);
+- `FAKE_PICAMERA2_HANG_FILE`: a path; while a file exists there, `capture_array` blocks like a
+  driver that stopped delivering frames, and returns once it is removed (never later than
+  `HANG_LIMIT_S`, so a broken test cannot leave a thread behind forever).
 """
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any, ClassVar
 
 import numpy as np
+
+HANG_LIMIT_S = 60.0
 
 _FORMATS = {"RGB888": 3, "BGR888": 3, "XRGB8888": 4, "XBGR8888": 4}
 
@@ -94,6 +106,7 @@ class Picamera2:
             "XBGR8888": (r, g, b, 255),
         }[fmt]
         self.calls.append(("capture_array", name))
+        _misbehave()
         return np.tile(np.array(pixel, dtype=np.uint8), (height, width, 1))
 
     def stop(self) -> None:
@@ -111,3 +124,15 @@ class Picamera2:
     def _check_open(self) -> None:
         if self.closed:
             raise RuntimeError("Camera is closed")
+
+
+def _misbehave() -> None:
+    """What the environment asks of this capture: take a while, or hang until released."""
+    delay = float(os.environ.get("FAKE_PICAMERA2_CAPTURE_S") or 0)
+    if delay > 0:
+        time.sleep(delay)
+    hang = os.environ.get("FAKE_PICAMERA2_HANG_FILE")
+    if hang:
+        deadline = time.monotonic() + HANG_LIMIT_S
+        while os.path.exists(hang) and time.monotonic() < deadline:
+            time.sleep(0.02)
