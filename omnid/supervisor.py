@@ -46,6 +46,16 @@ def _plain(value: Any) -> str:
     return repr(text) if (" " in text or not text) else text
 
 
+def _fields_only(send: Callable[..., Any]) -> Callable[..., Any]:
+    """JournalHandler passes every LogRecord attribute; journald drops the lower-case ones anyway,
+    so send only valid (upper-case) field names and keep each datagram small."""
+
+    def sender(text: str, /, **fields: Any) -> Any:
+        return send(text, **{k: v for k, v in fields.items() if k.isupper()})
+
+    return sender
+
+
 def setup_logging(level: str = "info", sender: Callable[..., Any] | None = None) -> None:
     """Route the root logger to the journal or stderr. `sender` replaces journal.send in tests."""
     root = logging.getLogger()
@@ -55,7 +65,9 @@ def setup_logging(level: str = "info", sender: Callable[..., Any] | None = None)
     if sender is not None or under_journal():
         from systemd.journal import JournalHandler, send
 
-        out = JournalHandler(sender_function=sender or send, SYSLOG_IDENTIFIER="omnid")
+        out = JournalHandler(
+            sender_function=_fields_only(sender or send), SYSLOG_IDENTIFIER="omnid"
+        )
         out.setFormatter(logging.Formatter("%(message)s"))
     else:
         out = logging.StreamHandler(sys.stderr)
