@@ -90,7 +90,9 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
         self.watchdog = Watchdog.from_env()
         self.last_mic_t = clock()
         self.mic_missing = False
-        self.mic: Any = None  # set by the daemon; only the test hooks touch it
+        self.mic: Any = None  # set by the daemon, with the device keeper
+        self.devices: Any = None
+        self.audio_trouble = ""
         self._pending_cfg: Config | None = None
         self.budget = DailyBudget(cfg.usage.daily_token_limit, default_state_dir())
         self.camera: Any = None  # opened by open_camera(): a feed and its FramePolicy
@@ -157,6 +159,12 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
                 self._on_reload()
             case ev.Frame():
                 self.on_frame(event)
+            case ev.AudioLost():
+                self._on_audio_lost(event.reason)
+            case ev.AudioRetry():
+                self._on_audio_retry(event)
+            case ev.AudioReady():
+                self._on_audio_ready(event)
         self._status()
 
     def tick(self, now: float) -> None:

@@ -15,20 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from omnid import events as ev
-from omnid.audio import AudioDeviceError, Microphone, Speaker, open_audio
+from omnid.audio import AudioDeviceError
 from omnid.button import TalkButton, open_button
 from omnid.config import Config
 from omnid.control import ControlServer
 from omnid.conversation import Conversation
+from omnid.devices import AudioDevices, SilentSpeaker
 from omnid.led import StatusLed, open_led
 from omnid.supervisor import Journal, Notifier
-from omnid.volume import VolumeStore, default_state_dir, to_gain
+from omnid.volume import VolumeStore, default_state_dir
 
 log = logging.getLogger("omnid.daemon")
 
 EX_OK = 0
 EX_SOFTWARE = 70
-EX_UNAVAILABLE = 69
 
 
 class Daemon:
@@ -43,29 +43,22 @@ class Daemon:
         self.led: StatusLed | None = None
         self.journal = journal or Journal()
         self.notifier = Notifier()
-        self.mic: Microphone | None = None
-        self.speaker: Speaker | None = None
+        self.devices: AudioDevices | None = None
         self.control: ControlServer | None = None
         self.conversation: Conversation | None = None
 
     def open(self) -> None:
-        """Open the local devices and the control socket. Raises AudioDeviceError."""
+        """Open the local devices and the control socket. A missing audio device does not stop
+        the daemon: it is reopened with backoff, and STATUS says so."""
         cfg = self.cfg
-        mic, speaker = open_audio(
-            cfg.audio.input_device,
-            cfg.audio.output_device,
-            block_ms=cfg.audio.block_ms,
-            on_mic_block=lambda pcm, t: self.post(ev.MicBlock(pcm, t)),
-            on_speaker_event=lambda kind, t: self.post(ev.SpeakerEvent(kind, t)),
-        )
-        self.mic, self.speaker = mic, speaker
-        conversation = Conversation(cfg, speaker, self.journal, self.notifier)
-        conversation.mic = mic
+        conversation = Conversation(cfg, SilentSpeaker(), self.journal, self.notifier)
+        self.conversation = conversation
         store = VolumeStore(default_state_dir(), default=cfg.audio.output_volume)
         conversation.volume_store, conversation.volume_pct = store, store.load()
-        speaker.volume = to_gain(conversation.volume_pct)
+        self.devices = conversation.devices = AudioDevices(
+            cfg.audio, self.post, lambda: conversation.volume_pct
+        )
         self.led = conversation.led = open_led(cfg.led, pin_factory=self.pin_factory)
-        self.conversation = conversation
         conversation.open_camera()
         # The button only posts events; a pin that cannot be opened leaves the socket as trigger.
         self.button = open_button(cfg.button, self.post, pin_factory=self.pin_factory)
@@ -76,8 +69,13 @@ class Daemon:
             # The button (or nothing) still drives turns; a missing socket must not stop the box.
             log.error("control socket %s unavailable: %s", cfg.control.socket, exc)
             self.control = None
-        mic.start()  # first: with two wav: devices the shared clock starts with the microphone
-        speaker.start()
+        try:
+            mic, speaker = self.devices.open()
+        except AudioDeviceError as exc:
+            log.error("audio device unavailable: %s", exc)
+            conversation.post(ev.AudioLost(str(exc)))
+            return
+        conversation.mic, conversation.speaker = mic, speaker
         log.info(
             "audio open: in %s @ %d Hz, out %s @ %d Hz; started at wall %.6f",
             mic.name,
@@ -103,9 +101,8 @@ class Daemon:
         for part in (self.button, self.led, self.control):
             if part is not None:
                 part.close()
-        for device in (self.mic, self.speaker):
-            if device is not None:
-                device.close()
+        if self.devices is not None:
+            self.devices.close()
 
 
 def _signals(daemon: Daemon) -> None:
@@ -122,12 +119,7 @@ def _signals(daemon: Daemon) -> None:
 def run(cfg: Config) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
     daemon = Daemon(cfg)
-    try:
-        daemon.open()
-    except AudioDeviceError as exc:
-        log.error("audio device unavailable: %s", exc)
-        daemon.close()
-        return EX_UNAVAILABLE
+    daemon.open()
     threading.Thread(target=_signals, args=(daemon,), name="signals", daemon=True).start()
     try:
         daemon.run()

@@ -122,6 +122,32 @@ class CameraTrouble:
     t: float = field(default_factory=_now)
 
 
+@dataclass(slots=True)
+class AudioLost:
+    """A device stopped on its own (unplugged, failing): reopen it."""
+
+    reason: str
+    t: float = field(default_factory=_now)
+
+
+@dataclass(slots=True)
+class AudioRetry:
+    """A reopen attempt failed; the next comes after `delay_s`."""
+
+    reason: str
+    delay_s: float
+    t: float = field(default_factory=_now)
+
+
+@dataclass(slots=True)
+class AudioReady:
+    """Both devices (re)opened and started by the reopen worker."""
+
+    mic: Any
+    speaker: Any
+    t: float = field(default_factory=_now)
+
+
 Event = (
     MicBlock
     | SpeakerEvent
@@ -137,4 +163,7 @@ Event = (
     | Reload
     | Frame
     | CameraTrouble
+    | AudioLost
+    | AudioRetry
+    | AudioReady
 )

@@ -50,6 +50,7 @@ class DeviceInterface:
     notifier: Notifier
     budget: DailyBudget
     turns: int
+    audio_trouble: str
 
     @property
     def public_state(self) -> str:
@@ -116,6 +117,8 @@ class DeviceInterface:
     def status_line(self) -> str:
         """systemd's STATUS=: one human line."""
         state = self.public_state
+        if self.audio_trouble:
+            return self.audio_trouble
         if self.budget.exhausted:
             return f"daily token limit reached ({self.budget.tokens} tokens); resumes at midnight"
         if state == "idle":

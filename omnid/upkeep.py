@@ -37,7 +37,42 @@ class Upkeep:
     last_mic_t: float
     mic_missing: bool
     mic: Any
+    speaker: Any
+    devices: Any
+    audio_trouble: str
+    volume_pct: int
+    state: str
     _pending_cfg: Config | None
+
+    def _finish(self, turn: Turn, outcome: str, why: str = "") -> None:
+        raise NotImplementedError
+
+    def _on_audio_lost(self, reason: str) -> None:
+        """Known missing and being reopened: the watchdog keeps being fed, STATUS says why."""
+        from omnid.devices import SilentSpeaker
+
+        self.mic_missing = True
+        self.audio_trouble = f"audio device lost ({reason}); reopening"
+        self.speaker.flush()
+        self.speaker = SilentSpeaker()
+        if self.turn is not None and self.state == "speaking":
+            self._finish(self.turn, "lost", "the speaker went away during the answer")
+        if self.devices is not None:
+            self.devices.reopen(reason)
+
+    def _on_audio_retry(self, event: ev.AudioRetry) -> None:
+        self.audio_trouble = (
+            f"audio device missing ({event.reason}); retrying in {event.delay_s:.0f} s"
+        )
+
+    def _on_audio_ready(self, event: ev.AudioReady) -> None:
+        from omnid.volume import to_gain
+
+        self.mic, self.speaker = event.mic, event.speaker
+        self.speaker.volume = to_gain(self.volume_pct)
+        self.mic_missing = False
+        self.audio_trouble = ""
+        log.info("audio resumed")
 
     def _watchdog_tick(self, now: float) -> None:
         if self.watchdog is None or not self.watchdog.due(now):
@@ -87,13 +122,16 @@ class Upkeep:
         self.notifier.ready()
 
     def _test_hook(self, req: ev.ControlRequest) -> bool:
-        """`_stall S` blocks the loop, `_kill-mic` stops capture behind the daemon's back:
-        what the watchdog must notice. Only with OMNID_TEST_HOOKS=1 in the environment."""
+        """`_stall S` blocks the loop, `_kill-mic` stops capture behind the daemon's back (what
+        the watchdog must notice), `_lose-mic` stops the PortAudio stream as a failing device
+        does (what the reopen must handle). Only with OMNID_TEST_HOOKS=1 in the environment."""
         if not (TEST_HOOKS and req.command.startswith("_")):
             return False
         req.reply({"ok": True, "state": "hook"})
         if req.command == "_stall":
             time.sleep(float(req.args[0]) if req.args else 5.0)
         elif req.command == "_kill-mic" and self.mic is not None:
-            self.mic.close()
+            self.mic.close()  # behind the daemon's back: no loss is reported
+        elif req.command == "_lose-mic" and hasattr(self.mic, "lose"):
+            self.mic.lose()  # PortAudio stops the stream as for a failing device
         return True

@@ -107,6 +107,10 @@ class _StreamOwner:
     _stream: Any
     name: str
 
+    on_lost: Callable[[str], None] | None = None
+    """Called (from PortAudio's thread; must only enqueue) when the stream stops on its own —
+    a device unplugged or failing — as opposed to our close()."""
+
     def _init_stream(self, make: Callable[[], Any], kind: Kind, spec: str) -> None:
         self._lock = threading.Lock()
         self._started = False
@@ -127,6 +131,14 @@ class _StreamOwner:
             except sd.PortAudioError as exc:
                 raise AudioDeviceError(f"{self.name}: cannot start: {exc}") from None
             self._started = True
+
+    def _finished(self) -> None:
+        if not self._closed and self.on_lost is not None:
+            self.on_lost(f"{self.name}: the stream stopped")
+
+    def lose(self) -> None:
+        """Stop the stream the way a failing device does (test hook: the real finished path)."""
+        self._stream.abort(ignore_errors=True)
 
     def _close_stream(self) -> None:
         with self._lock:
@@ -163,6 +175,7 @@ class PortAudioMicrophone(_StreamOwner, Microphone):
                 blocksize=rate * block_ms // 1000,
                 latency="low",
                 callback=self._callback,
+                finished_callback=self._finished,
             ),
             "input",
             spec,
@@ -211,6 +224,7 @@ class PortAudioSpeaker(_StreamOwner, Speaker):
                 blocksize=blocksize,
                 latency="low",
                 callback=self._callback,
+                finished_callback=self._finished,
             ),
             "output",
             spec,
