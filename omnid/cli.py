@@ -126,7 +126,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run)
 
     p = sub.add_parser("ctl", help="talk to a running daemon over its control socket")
-    p.add_argument("action", choices=["press", "release", "tap", "status"])
+    p.add_argument("action", choices=["press", "release", "tap", "status", "volume"])
     p.add_argument("words", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--socket", type=Path, help="control socket (default: from the config)")
     p.set_defaults(func=_ctl)

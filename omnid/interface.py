@@ -28,9 +28,12 @@ log = logging.getLogger("omnid.interface")
 
 # Brief drops are healed before anyone notices; only an outage this long is announced.
 ANNOUNCE_OFFLINE_AFTER_S = 3.0
-# Device latency between handing the earcon to the speaker and its last sample sounding, plus
-# the room: the mic mask covers the earcon and this much more.
-EARCON_MASK_MARGIN_S = 0.08
+# The listening earcon's mask runs from the press until the speaker has handed the earcon's last
+# sample to the device (its "drained" event), then for the way from there back to the wire: the
+# output buffer, the room, the input buffer, plus the block being captured. Should the speaker
+# never report, it ends this long after the earcon's own length.
+EARCON_DEVICE_LATENCY_S = 0.2
+EARCON_MASK_LIMIT_S = 0.5
 
 
 class DeviceInterface:
@@ -43,6 +46,7 @@ class DeviceInterface:
     volume_store: VolumeStore | None
     volume_pct: int
     _shown: str
+    _earcon_queued_t: float | None = None
     _was_online: bool
     _announced_offline: bool
     _offline_since: float | None
@@ -62,8 +66,19 @@ class DeviceInterface:
             return
         pcm = self.earcons.get(name)
         if t is not None:
-            self.uplink.mask_until = t + len(pcm) / 24_000 + EARCON_MASK_MARGIN_S
+            self._earcon_queued_t = self.clock()
+            self.uplink.mask_until = t + len(pcm) / 24_000 + EARCON_MASK_LIMIT_S
         self.speaker.play(pcm)
+
+    def _earcon_drained(self, t: float) -> None:
+        """Speaker event: all queued audio went to the device at `t`. Once that includes the
+        listening earcon (a drain stamped before it was queued is stale: a flush's), the mask
+        ends when its last sample can have come back through the microphone."""
+        queued = self._earcon_queued_t
+        if queued is not None and t >= queued:
+            self._earcon_queued_t = None
+            block_s = self.cfg.audio.block_ms / 1000
+            self.uplink.mask_until = t + block_s + EARCON_DEVICE_LATENCY_S
 
     def _indicate(self) -> None:
         """Follow the state on the LED, and say offline / back online once per change."""

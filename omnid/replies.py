@@ -56,6 +56,7 @@ class ServiceEvents:
     # Provided by Vision, which comes after this class in Conversation's bases: a stub here would
     # shadow it, so it is only declared for the type checker.
     vision: Callable[[str], None]
+    _earcon_drained: Callable[[float], None]  # DeviceInterface's, likewise
 
     def _on_server(self, msg: ev.LinkMessage) -> None:
         if msg.link is self.session.next:
@@ -182,6 +183,7 @@ class ServiceEvents:
         turn = self.turn
         if event.kind == "drained":
             self.uplink.guard.drained(event.t)
+            self._earcon_drained(event.t)
         if turn is None:
             return
         if event.kind == "started" and turn.first_played_t is None and turn.first_audio_t:
