@@ -166,22 +166,6 @@ def load_config(path: Path | str | None = None, *, require_api_key: bool = False
     return cfg
 
 
-def render_effective(cfg: Config) -> str:
-    """The effective config as TOML that loads back to the same config; the key only as a note."""
-    note = cfg._api_key_note or ("set (source not recorded)" if cfg.api_key else "not set")
-    info = "the model's default" if not cfg.session.voice else "configured"
-    lines = [
-        "# omnid effective configuration: built-in defaults, then the file, then OMNID_* overrides",
-        f"# file: {cfg.source_path}" if cfg.source_path else "# file: none (built-in defaults)",
-        f"# api key: {note}",
-        f"# voice: {cfg.effective_voice or '(the service default)'} ({info})",
-    ]
-    for name in SECTIONS:
-        _render_table(lines, name, getattr(cfg, name), cfg._env_sources)
-    secret = {cfg.api_key.get_secret_value()} if cfg.api_key else set()
-    return redact("\n".join(lines) + "\n", secret)
-
-
 # --- reading the file --------------------------------------------------------------------------
 
 
@@ -369,38 +353,5 @@ def _section(sections: Mapping[str, BaseModel | None], name: str, kind: type[_M]
     return found if isinstance(found, kind) else None
 
 
-# --- rendering ---------------------------------------------------------------------------------
+from omnid.config_render import render_effective  # noqa: E402  (re-exported for callers)
 
-
-def _render_table(
-    lines: list[str], path: str, model: BaseModel, sources: Mapping[str, str]
-) -> None:
-    lines += ["", f"[{path}]"]
-    nested: list[tuple[str, BaseModel]] = []
-    for key in type(model).model_fields:
-        value = getattr(model, key)
-        dotted = f"{path}.{key}"
-        if isinstance(value, BaseModel):
-            nested.append((dotted, value))
-            continue
-        notes = ["not set"] if value is None else []
-        notes += [f"from ${sources[dotted]}"] if dotted in sources else []
-        comment = f"  # {', '.join(notes)}" if notes else ""
-        lines.append(f"{key} = {_toml('' if value is None else value)}{comment}")
-    for dotted, table in nested:
-        _render_table(lines, dotted, table, sources)
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)  # validation keeps floats finite, and repr() is valid TOML
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    escapes = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
-    out = [
-        escapes.get(ch) or (f"\\u{ord(ch):04x}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch)
-        for ch in str(value)
-    ]
-    return '"' + "".join(out) + '"'
