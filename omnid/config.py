@@ -354,4 +354,3 @@ def _section(sections: Mapping[str, BaseModel | None], name: str, kind: type[_M]
 
 
 from omnid.config_render import render_effective  # noqa: E402  (re-exported for callers)
-
