@@ -272,6 +272,11 @@ def _real_install_problem() -> str | None:
     ]
     if missing:  # the installer would run apt-get (network, minutes): not in a unit test
         return f"Debian packages missing (scripts/setup installs them): {missing}"
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, text=True
+    )
+    if probe.returncode != 0:  # e.g. in a chroot, whose root is not a mount point
+        return f"no private mount namespace here: {probe.stderr.strip()}"
     return None
 
 

@@ -28,6 +28,25 @@ def conn(sim: Simulator, what: str) -> list[dict]:
     return [r for r in sim.record() if r.get("dir") == "conn" and r.get("what") == what]
 
 
+def drops_after_commit(sim: Simulator) -> int:
+    """Connections dropped after a commit and before any of its answer arrived (once audio has
+    arrived, the daemon plays what it has rather than asking again)."""
+    record = sim.record()
+    count = 0
+    for drop in (r for r in record if r.get("dir") == "conn" and r.get("what") == "drop"):
+        kinds = [
+            r["event"]["type"]
+            for r in record
+            if r.get("session") == drop["session"]
+            and r.get("dir") in ("recv", "send")
+            and r.get("event")
+        ]
+        if "input_audio_buffer.commit" in kinds:
+            last_commit = len(kinds) - 1 - kinds[::-1].index("input_audio_buffer.commit")
+            count += "response.audio.delta" not in kinds[last_commit:]
+    return count
+
+
 @pytest.mark.timeout(240)
 def test_rollover_keeps_the_conversation_going_across_sessions(tmp_path: Path) -> None:
     """Simulator sessions last 30 s, omnid rolls over after 15 s; a turn every 10 s for 2 min."""
@@ -122,16 +141,17 @@ def test_chaos_every_turn_is_answered_or_recorded_lost(tmp_path: Path) -> None:
         assert daemon.stop() == 0
         rig.stop()
         sim.stop()
-    drops = len(conn(sim, "drop"))
+    drops, after_commit = len(conn(sim, "drop")), drops_after_commit(sim)
     outcomes = [t["OMNID_OUTCOME"] for t in turns]
     counts = {k: outcomes.count(k) for k in ("answered", "retried", "lost")}
     print(
-        f"\n{drops} drops, {presses} turns: {counts}; "
-        f"{len(delays)} reconnects, max delay {max(delays):.2f} s"
+        f"\n{drops} drops ({after_commit} between a commit and its answer), {presses} turns: "
+        f"{counts}; {len(delays)} reconnects, max delay {max(delays):.2f} s"
     )
     assert alive and drops >= CHAOS_DROPS
     assert len(turns) == presses and sum(counts.values()) == presses
-    assert counts["retried"] >= 1, "no drop hit a turn between commit and answer"
+    if after_commit:  # those turns are replayed, not lost (unless the replay is dropped too)
+        assert counts["retried"] >= 1 and counts["lost"] <= after_commit - counts["retried"]
     assert counts["answered"] + counts["retried"] >= 0.9 * presses
     assert max(delays) <= 30.0
 
