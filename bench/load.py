@@ -1,0 +1,182 @@
+"""CPU and memory under load: omnid against the official SDK doing the same work.
+
+The workload (issue 8): hands-free streaming without pause, the `files` camera at 1 fps 640×480
+(`camera.when = "always"`, so a frame goes out every second, as the SDK driver sends one), and a
+conversation on top — 3 s utterances every 10 s, each answered with its echo, which is decoded
+and written out. Both clients read the same microphone WAV in real time, see the same pictures
+and talk to the same `omnid simulate` process; each is measured alone, from /proc, over the same
+window after the same warm-up.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from bench.common import (
+    ROOT,
+    VAD,
+    CpuWindow,
+    Simulator,
+    launch,
+    make_key,
+    rss_mb,
+    sleep_until,
+    speech,
+    timeline,
+)
+from bench.sdk_client import KEY_ENV
+from tests.harness import clean_env
+
+UTTERANCE_S, EVERY_S = 3.0, 10.0
+
+
+def make_images(directory: Path, count: int = 4) -> None:
+    """Camera-like 640×480 pictures: shapes, gradients and sensor noise (JPEG ~60–90 KB)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    for i in range(count):
+        y, x = np.mgrid[0:480, 0:640]
+        base = np.stack([(x * (i + 1)) % 256, (y + 40 * i) % 256, (x + y) // 5 % 256], axis=-1)
+        img = Image.fromarray(base.astype(np.uint8))
+        draw = ImageDraw.Draw(img)
+        for _ in range(12):
+            x0, y0 = int(rng.integers(0, 600)), int(rng.integers(0, 440))
+            box = (x0, y0, x0 + int(rng.integers(20, 200)), y0 + int(rng.integers(20, 160)))
+            draw.ellipse(box, fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+        img = img.filter(ImageFilter.GaussianBlur(1.5))
+        noisy = np.asarray(img, np.int16) + rng.integers(-6, 7, (480, 640, 3))
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(
+            directory / f"frame{i}.jpg", quality=92
+        )
+
+
+def _mic(tmp: Path, seconds: float) -> Path:
+    path = tmp / "mic.wav"
+    starts = np.arange(2.0, seconds, EVERY_S)
+    timeline(path, seconds, [(float(s), speech(UTTERANCE_S)) for s in starts])
+    return path
+
+
+def omnid_load(
+    tmp: Path, images: Path, sim: Simulator, key: str, warmup: float, seconds: float, **env: str
+) -> dict:
+    config = (
+        VAD
+        + f'[audio]\ninput_device = "wav:{_mic(tmp, warmup + seconds + 15)}"\n'
+        + f'output_device = "wav:{tmp / "spk.wav"}"\n'
+        + f'[camera]\nenabled = true\nsource = "files"\npath = "{images}"\n'
+        + 'width = 640\nheight = 480\nfps = 1.0\nwhen = "always"\n'
+    )
+    daemon = launch(tmp, sim, key, config, env=env)
+    try:
+        wall0 = daemon.audio_started_wall()
+        time.sleep(max(0.0, wall0 + warmup - time.time()))
+        window = CpuWindow(daemon.proc.pid)
+        time.sleep(seconds)
+        cpu = window.pct()
+        rss = rss_mb(daemon.proc.pid)
+        hwm = rss_mb(daemon.proc.pid, "VmHWM")
+        turns = daemon.records("turn")
+    finally:
+        daemon.stop()
+    return {"cpu_pct": cpu, "rss_mb": rss, "hwm_mb": hwm, "turns": turns, "ready_s": daemon.ready_s}
+
+
+class _Child:
+    """The SDK driver process, its output collected (and checked for the key, as the daemon's)."""
+
+    def __init__(self, args: list[str], key: str) -> None:
+        self.key = key
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.sdk_client", *args],
+            cwd=ROOT,
+            env=clean_env(**{KEY_ENV: key}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_line(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                time.sleep(0.2)
+                raise RuntimeError("sdk client failed:\n" + "\n".join(self.lines))
+            time.sleep(0.01)
+
+    def finish(self, timeout: float) -> str:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(2)
+        out = "\n".join(self.lines)
+        if self.key in out:
+            raise RuntimeError("API key leaked in the SDK client's output")
+        return out
+
+
+def sdk_load(
+    tmp: Path,
+    images: Path,
+    sim: Simulator,
+    key: str,
+    warmup: float,
+    seconds: float,
+    *extra: str,
+) -> dict:
+    args = ["--url", sim.url, "--model", "qwen3.5-omni-plus-realtime", *extra]
+    args += ["--wav", str(_mic(tmp, warmup + seconds + 15)), "--images", str(images)]
+    args += ["--out", str(tmp / "sdk-reply.wav"), "--seconds", str(warmup + seconds + 1)]
+    child = _Child(args, key)
+    cpu = rss = hwm = 0.0
+    try:
+        child.wait_line("streaming", 30)
+        start = time.monotonic()
+        sleep_until(start + warmup)
+        window = CpuWindow(child.proc.pid)
+        time.sleep(seconds)
+        if child.proc.poll() is None:
+            cpu = window.pct()
+            rss = rss_mb(child.proc.pid)
+            hwm = rss_mb(child.proc.pid, "VmHWM")
+    finally:
+        out = child.finish(20)
+    done = [ln for ln in out.splitlines() if "sdk client: done" in ln]
+    if child.proc.returncode != 0 or not done or not cpu:
+        raise RuntimeError("sdk client failed:\n" + out)
+    return {"cpu_pct": cpu, "rss_mb": rss, "hwm_mb": hwm, "summary": done[0].split("done ", 1)[1]}
+
+
+def load(tmp: Path, warmup: float, seconds: float) -> dict[str, Any]:
+    images = tmp / "images"
+    make_images(images)
+    for sub in ("omnid", "sdk"):
+        (tmp / sub).mkdir(exist_ok=True)
+    key = make_key()
+    sim = Simulator(tmp, key)
+    try:
+        ours = omnid_load(tmp / "omnid", images, sim, key, warmup, seconds)
+        theirs = sdk_load(tmp / "sdk", images, sim, key, warmup, seconds)
+    finally:
+        sim.stop()
+    sent = [r for r in sim.wire("recv") if r["event"]["type"] == "input_image_buffer.append"]
+    errors = [r for r in sim.wire("send") if r["event"]["type"] == "error"]
+    return {"omnid": ours, "sdk": theirs, "images_sent": len(sent), "errors": len(errors)}

@@ -1,0 +1,156 @@
+"""The figures of issue 8 from the scenarios' raw results, and the human table."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+from bench.common import numbers, pct
+
+KEYS = (
+    "commit_ms_p50",
+    "commit_ms_p95",
+    "commit_ms_p95_15s",
+    "first_audio_ms_p50",
+    "first_audio_ms_p95",
+    "barge_in_ms_p95",
+    "rollover_lost_samples",
+    "cpu_pct",
+    "rss_mb",
+    "sdk_cpu_pct",
+    "sdk_rss_mb",
+    "cpu_ratio_vs_sdk",
+    "ready_s",
+    "rss_growth_mb",
+)
+
+UNITS = {k: "ms" for k in KEYS if "_ms_" in k} | {
+    "rollover_lost_samples": "samples",
+    "cpu_pct": "% core",
+    "sdk_cpu_pct": "% core",
+    "rss_mb": "MB",
+    "sdk_rss_mb": "MB",
+    "rss_growth_mb": "MB",
+    "cpu_ratio_vs_sdk": "×",
+    "ready_s": "s",
+}
+
+# (key, target as text, check); the benchmark reports them, it does not fail on them.
+TARGETS: list[tuple[str, str, Callable[[float], bool]]] = [
+    ("commit_ms_p95", "≤ 10", lambda v: v <= 10),
+    ("commit_ms_p95_15s", "≤ 10, not growing", lambda v: v <= 10),
+    ("first_audio_ms_p95", "≤ 20", lambda v: v <= 20),
+    ("barge_in_ms_p95", "≤ 20 + device buffer", lambda v: v <= 20),
+    ("rollover_lost_samples", "0", lambda v: v == 0),
+    ("cpu_pct", "≤ 2", lambda v: v <= 2),
+    ("rss_mb", "≤ 60", lambda v: v <= 60),
+    ("cpu_ratio_vs_sdk", "≤ 0.5", lambda v: v <= 0.5),
+    ("ready_s", "≤ 1.0", lambda v: v <= 1.0),
+    ("rss_growth_mb", "≤ 1", lambda v: v <= 1),
+]
+
+
+def summarise(raw: dict[str, Any], longest: float) -> tuple[dict[str, float], dict[str, Any]]:
+    """The figures (`longest`: the utterance length of `commit_ms_p95_15s`), and the details."""
+    commits = [c for k, r in raw.items() if k.startswith("commit") for c in r["commits"]]
+    barge = [b for k, r in raw.items() if k.startswith("barge") for b in r["barge_ms"]]
+    turns = [t for r in raw.values() for t in _turns(r)]
+    play = numbers(turns, "OMNID_PLAY_MS")
+    ready = [r["ready_s"] for r in raw.values() if "ready_s" in r]
+    ready += [raw["load"]["omnid"]["ready_s"]]
+    ld, ss = raw["load"], raw["sessions"]
+    figures = {
+        "commit_ms_p50": pct([ms for _, ms in commits], 50),
+        "commit_ms_p95": pct([ms for _, ms in commits], 95),
+        "commit_ms_p95_15s": pct([ms for n, ms in commits if n == longest], 95),
+        "first_audio_ms_p50": pct(play, 50),
+        "first_audio_ms_p95": pct(play, 95),
+        "barge_in_ms_p95": pct(barge, 95),
+        "rollover_lost_samples": ss["lost"],
+        "cpu_pct": ld["omnid"]["cpu_pct"],
+        "rss_mb": ld["omnid"]["rss_mb"],
+        "sdk_cpu_pct": ld["sdk"]["cpu_pct"],
+        "sdk_rss_mb": ld["sdk"]["rss_mb"],
+        "cpu_ratio_vs_sdk": ld["omnid"]["cpu_pct"] / max(ld["sdk"]["cpu_pct"], 1e-9),
+        "ready_s": statistics.median(ready),
+        "rss_growth_mb": ss["rss_end_mb"] - ss["rss_after_warmup_mb"],
+    }
+    figures = {k: round(float(v), 3) for k, v in figures.items()}
+    figures["rollover_lost_samples"] = int(ss["lost"])  # a count
+    outcomes: dict[str, int] = {}
+    for t in turns:
+        outcomes[t.get("OMNID_OUTCOME", "?")] = outcomes.get(t.get("OMNID_OUTCOME", "?"), 0) + 1
+    by_length = {n: [ms for m, ms in commits if m == n] for n in sorted({m for m, _ in commits})}
+    details = {
+        "commit_by_length": {
+            f"{n:g} s": (len(v), pct(v, 50), pct(v, 95)) for n, v in by_length.items()
+        },
+        "play_samples": len(play),
+        "barge_samples": len(barge),
+        "turns": outcomes,
+        "ready_samples": len(ready),
+        "load": {
+            "omnid_hwm_mb": ld["omnid"]["hwm_mb"],
+            "sdk_hwm_mb": ld["sdk"]["hwm_mb"],
+            "images_sent": ld["images_sent"],
+            "simulator_errors": ld["errors"],
+            "sdk": ld["sdk"]["summary"],
+        },
+        "sessions": {
+            k: ss[k]
+            for k in ("sessions", "rollovers", "capped", "captured", "duplicated", "foreign")
+        },
+        "rss_after_warmup_mb": ss["rss_after_warmup_mb"],
+        "rss_end_mb": ss["rss_end_mb"],
+        "ring_growth_mb": ss["ring_growth_mb"],
+    }
+    return figures, details
+
+
+def _ring(growth: float | None) -> str:
+    if growth is None:
+        return "the playback ring buffer's mapping could not be told apart"
+    return (
+        f"{growth:.2f} MB of the growth are playback ring buffer pages written for the first "
+        "time (bounded by its 5.6 MB)"
+    )
+
+
+def _turns(result: dict[str, Any]) -> list[dict[str, str]]:
+    if "turns" in result:
+        return list(result["turns"])
+    return list(result.get("omnid", {}).get("turns", []))
+
+
+def table(figures: dict[str, float], details: dict[str, Any], info: dict[str, str]) -> str:
+    targets = {key: (text, check) for key, text, check in TARGETS}
+    lines = [f"{'figure':<24} {'value':>10}  {'unit':<8} {'target':<22}", "-" * 72]
+    for key in KEYS:
+        value = figures[key]
+        text, check = targets.get(key, ("", None))
+        verdict = "" if check is None else ("ok" if check(value) else "MISSED")
+        lines.append(f"{key:<24} {value:>10.3f}  {UNITS[key]:<8} {text:<22} {verdict}".rstrip())
+    d = details
+    lines += ["", "release → commit by utterance length (samples, p50, p95 ms):"]
+    for length, (n, p50, p95) in d["commit_by_length"].items():
+        lines.append(f"  {length:>5}: {n:>3} turns, {p50:.2f}, {p95:.2f}")
+    s = d["sessions"]
+    lines += [
+        f"first audio → device: {d['play_samples']} turns; barge-ins: {d['barge_samples']}; "
+        f"daemon starts: {d['ready_samples']}",
+        f"turn outcomes: {d['turns']}",
+        f"sessions run: {s['sessions']} sessions, {s['rollovers']} rollovers, "
+        f"{s['capped']} cut at the cap; {s['captured']} mic samples up to the last sent, "
+        f"{s['duplicated']} sent twice, {s['foreign']} not from the mic",
+        f"  RSS {d['rss_after_warmup_mb']:.1f} MB after warm-up → {d['rss_end_mb']:.1f} MB "
+        f"at the end; {_ring(d['ring_growth_mb'])}",
+        f"load: {d['load']['images_sent']} images sent, {d['load']['simulator_errors']} "
+        f"simulator errors; peak RSS omnid {d['load']['omnid_hwm_mb']:.1f} MB, SDK "
+        f"{d['load']['sdk_hwm_mb']:.1f} MB; SDK client: {d['load']['sdk']}",
+        "",
+        f"machine: {info['cpu']}, {info['cores']} cores, {info['memory']} RAM, "
+        f"{info['arch']}, Linux {info['kernel']}, Python {info['python']}; load average "
+        f"{info.get('load', '?')}",
+    ]
+    return "\n".join(lines)
