@@ -153,8 +153,8 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
                     self._on_session_lost()
             case ev.Stop():
                 log.info("stopping (%s)", event.reason)
+                self.running = False  # first: nothing after this may keep the loop alive
                 self.notifier.stopping()
-                self.running = False
             case ev.Reload():
                 self._on_reload()
             case ev.Frame():

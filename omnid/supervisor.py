@@ -139,7 +139,10 @@ class Notifier:
             return
         from systemd.daemon import notify
 
-        notify(state)
+        try:
+            notify(state)
+        except OSError as exc:  # systemd's socket gone: a status line must never stop the daemon
+            log.debug("sd_notify %s failed: %s", state.split("=", 1)[0], exc)
 
     def ready(self) -> None:
         self.send("READY=1")

@@ -156,3 +156,33 @@ def test_a_stalled_loop_or_a_dead_microphone_stops_the_watchdog(tmp_path: Path) 
     assert resumed - before_stall >= 3.5  # nothing while the loop was stuck
     assert alive  # the process itself does not notice: only the watchdog does
     assert not [t for t in pings if t > killed + 2.0], "pinging while deaf"
+
+
+def test_a_vanished_notify_socket_neither_crashes_nor_blocks_the_stop(tmp_path: Path) -> None:
+    """systemd's socket gone (or never there): status lines fail quietly, SIGTERM still stops."""
+    key = make_key()
+    timeline(tmp_path / "mic.wav", [(5.0, None)])
+    sim = Simulator(tmp_path, key)
+    config = write_config(
+        tmp_path,
+        sim.url,
+        key,
+        (
+            f'[audio]\ninput_device = "wav:{tmp_path / "mic.wav"}"\n'
+            f'output_device = "wav:{tmp_path / "spk.wav"}"\n'
+        ),
+    )
+    daemon = Daemon(
+        tmp_path,
+        config,
+        key,
+        NOTIFY_SOCKET=str(tmp_path / "nobody-listens.sock"),
+        WATCHDOG_USEC="2000000",
+    )
+    try:
+        daemon.wait_ready()
+        code = daemon.stop(signal.SIGTERM, timeout=3.0)
+    finally:
+        sim.stop()
+    assert code == 0
+    assert "Traceback" not in daemon.output()
