@@ -103,18 +103,8 @@ def summarise(raw: dict[str, Any], longest: float) -> tuple[dict[str, float], di
         },
         "rss_after_warmup_mb": ss["rss_after_warmup_mb"],
         "rss_end_mb": ss["rss_end_mb"],
-        "ring_growth_mb": ss["ring_growth_mb"],
     }
     return figures, details
-
-
-def _ring(growth: float | None) -> str:
-    if growth is None:
-        return "the playback ring buffer's mapping could not be told apart"
-    return (
-        f"{growth:.2f} MB of the growth are playback ring buffer pages written for the first "
-        "time (bounded by its 5.6 MB)"
-    )
 
 
 def _turns(result: dict[str, Any]) -> list[dict[str, str]]:
@@ -144,7 +134,7 @@ def table(figures: dict[str, float], details: dict[str, Any], info: dict[str, st
         f"{s['capped']} cut at the cap; {s['captured']} mic samples up to the last sent, "
         f"{s['duplicated']} sent twice, {s['foreign']} not from the mic",
         f"  RSS {d['rss_after_warmup_mb']:.1f} MB after warm-up → {d['rss_end_mb']:.1f} MB "
-        f"at the end; {_ring(d['ring_growth_mb'])}",
+        "at the end",
         f"load: {d['load']['images_sent']} images sent, {d['load']['simulator_errors']} "
         f"simulator errors; peak RSS omnid {d['load']['omnid_hwm_mb']:.1f} MB, SDK "
         f"{d['load']['sdk_hwm_mb']:.1f} MB; SDK client: {d['load']['sdk']}",

@@ -24,38 +24,10 @@ from typing import Any
 import numpy as np
 
 from bench.common import IN_RATE, VAD, Simulator, launch, make_key, rss_mb, speech, timeline
-from omnid.audio.base import RING_SECONDS, WIRE_OUT
 
 ROLLOVER_AFTER_MIN = 0.05  # 3 s
 MAX_SESSION_S = 8  # the service's cap, compressed: a session that misses its rollover is cut
 TURN_EVERY_S, UTTERANCE_S = 3.0, 0.8
-
-
-def ring_rss_mb(pid: int) -> float | None:
-    """RSS of the speaker's playback ring buffer, or None when it cannot be told apart.
-
-    numpy gives an array this large its own anonymous mapping, found here by its size. Its
-    zero pages count only once written (in 2 MB steps where transparent huge pages are on), so
-    this grows, up to the ring's size, as answers pass through it: bounded, not a leak. A
-    neighbouring array of the same kind can merge into the mapping; then None."""
-    size_kb = RING_SECONDS * WIRE_OUT * 2 / 1024
-    found: list[int] = []
-    size, anonymous = 0, False
-    with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            head = line.split()
-            if "-" in head[0] and not head[0].endswith(":"):  # a mapping's header line
-                anonymous, size = len(head) < 6, 0
-            elif head[0] == "Size:":
-                size = int(head[1])
-            elif head[0] == "Rss:" and anonymous and abs(size - size_kb) <= 64:
-                found.append(int(head[1]))
-    return found[0] / 1024 if len(found) == 1 else None
-
-
-def _growth(values: list[float | None]) -> float | None:
-    first, last = (values[0], values[-1]) if values else (None, None)
-    return None if first is None or last is None else last - first
 
 
 def _locate(mic: np.ndarray, chunk: np.ndarray) -> int | None:
@@ -112,7 +84,6 @@ def sessions(tmp: Path, seconds: float, warmup: float) -> dict[str, Any]:
         f'output_device = "wav:{tmp / "spk.wav"}"\necho_guard = "off"\n'
     )
     rss: list[tuple[float, float]] = []
-    ring: list[float | None] = []  # the playback ring's RSS after warm-up and at the end
     try:
         daemon = launch(tmp, sim, key, config)
         try:
@@ -120,8 +91,6 @@ def sessions(tmp: Path, seconds: float, warmup: float) -> dict[str, Any]:
             while time.time() < wall0 + seconds:
                 at = time.time() - wall0
                 rss.append((at, rss_mb(daemon.proc.pid)))
-                if (not ring and at >= warmup) or time.time() + 1 >= wall0 + seconds:
-                    ring.append(ring_rss_mb(daemon.proc.pid))
                 time.sleep(max(0.0, 1.0 - (time.time() - wall0) % 1.0))
             turns = daemon.records("turn")
             rollovers = daemon.records("rollover")
@@ -148,6 +117,5 @@ def sessions(tmp: Path, seconds: float, warmup: float) -> dict[str, Any]:
         "turns": turns,
         "rss_after_warmup_mb": statistics.median(after),
         "rss_end_mb": statistics.median(v for _, v in rss[-5:]),
-        "ring_growth_mb": _growth(ring),
         "ready_s": daemon.ready_s,
     }

@@ -34,6 +34,9 @@ def _run(args: argparse.Namespace) -> int:
     # Block the signals before anything starts a thread (importing sounddevice initialises
     # PortAudio, which starts one): only the daemon's sigwait thread may receive them.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+    from omnid.footprint import tune_process
+
+    tune_process()  # before numpy and the first thread
     from omnid.config import ConfigError, load_config
     from omnid.supervisor import setup_logging
 

@@ -129,8 +129,13 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
 
     def _dispatch(self, event: ev.Event) -> None:
         match event:
+            case ev.MicBatch():
+                for block in event.blocks:
+                    self._on_mic(block)
+                return  # audio cannot change what STATUS or the LED show; tick() refreshes them
             case ev.MicBlock():
                 self._on_mic(event)
+                return
             case ev.LinkMessage():
                 self._on_server(event)
             case ev.SpeakerEvent():
@@ -168,6 +173,7 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
         self._status()
 
     def tick(self, now: float) -> None:
+        self._status()  # the clock moves STATUS too ("retrying in 8 s", "session 37 min")
         self.session.tick(now)
         self._watchdog_tick(now)
         self.vision_tick()
@@ -236,6 +242,11 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
         if turn is None or self.state != "listening" or self.vad:
             return
         turn.released_t = t
+        if self.devices is not None:  # the end of the utterance, not yet handed over in a batch
+            block_s = self.cfg.audio.block_ms / 1000
+            for block in self.devices.batcher.drain():
+                if block.t - block_s < t:  # begun before the release
+                    self._on_mic(block)
         if turn.audio_s < MIN_TURN_S:
             log.info("press of %.2f s ignored (shorter than %.1f s)", turn.audio_s, MIN_TURN_S)
             self.turn, self.state = None, "idle"
@@ -277,8 +288,8 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
                 self.turn.add(pcm)  # kept for a replay should the link drop before the answer
             return
         turn = self.turn
-        if turn is None or self.state != "listening":
-            return
+        if turn is None or self.state != "listening" or block.t <= turn.started_t:
+            return  # a block that ended before the press came in the same batch as the press
         turn.add(pcm)
         self._stream(turn, final=False)
 

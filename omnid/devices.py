@@ -27,6 +27,38 @@ log = logging.getLogger("omnid.devices")
 
 RETRY_BASE_S, RETRY_CAP_S = 1.0, 30.0
 CLOSE_WAIT_S = 2.0
+MIC_BATCH_MS = 100
+"""How much microphone audio the conversation thread gets per wake-up. It sends ~100 ms appends
+anyway, so waking it for every 20 ms block only costs CPU (the wake-ups were most of its time)."""
+
+
+class MicBatcher:
+    """The microphone callback's side of the conversation queue.
+
+    The callback appends each block under a lock held for a list append (it never waits for
+    more), and posts the batch once `MIC_BATCH_MS` of blocks are in. `drain()` lets the
+    conversation take a partial batch at once — on release, the end of the utterance must go out
+    with the commit, not 80 ms later. Posting happens under the same lock, so a block is either
+    drained or posted, never both and never neither.
+    """
+
+    def __init__(self, post: Callable[[ev.Event], None], block_ms: int) -> None:
+        self._post = post
+        self.every = max(1, MIC_BATCH_MS // block_ms)
+        self._blocks: list[ev.MicBlock] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, pcm: np.ndarray, t: float) -> None:
+        with self._lock:
+            self._blocks.append(ev.MicBlock(pcm, t))
+            if len(self._blocks) >= self.every:
+                self._post(ev.MicBatch(self._blocks, t))
+                self._blocks = []
+
+    def drain(self) -> list[ev.MicBlock]:
+        with self._lock:
+            blocks, self._blocks = self._blocks, []
+        return blocks
 
 
 class SilentSpeaker:
@@ -64,15 +96,17 @@ class AudioDevices:
         self.speaker: Speaker | None = None
         self._worker: threading.Thread | None = None
         self._closing = False
+        self.batcher = MicBatcher(post, audio.block_ms)
 
     def open(self) -> tuple[Microphone, Speaker]:
         """Open and start both; raises AudioDeviceError naming what is missing."""
         a = self.audio
+        self.batcher.every = max(1, MIC_BATCH_MS // a.block_ms)  # block_ms may have been reloaded
         mic, speaker = open_audio(
             a.input_device,
             a.output_device,
             block_ms=a.block_ms,
-            on_mic_block=lambda pcm, t: self._post(ev.MicBlock(pcm, t)),
+            on_mic_block=self.batcher,
             on_speaker_event=lambda kind, t: self._post(ev.SpeakerEvent(kind, t)),
             volume=to_gain(self._volume_pct()),
         )

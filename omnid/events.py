@@ -31,6 +31,16 @@ class MicBlock:
 
 
 @dataclass(slots=True)
+class MicBatch:
+    """Consecutive microphone blocks handed over together (`devices.MicBatcher`): the
+    conversation thread wakes ten times a second instead of fifty, and each block keeps its own
+    capture time for the masks."""
+
+    blocks: list[MicBlock]
+    t: float  # the last block's
+
+
+@dataclass(slots=True)
 class SpeakerEvent:
     kind: str  # "started" | "drained"
     t: float
@@ -150,6 +160,7 @@ class AudioReady:
 
 Event = (
     MicBlock
+    | MicBatch
     | SpeakerEvent
     | Press
     | Release

@@ -23,7 +23,7 @@ from omnid.audio import (
     WIRE_OUT,
     AudioDeviceError,
     Microphone,
-    RingBuffer,
+    PlaybackQueue,
     Speaker,
     list_devices,
     open_audio,
@@ -108,17 +108,24 @@ def open_rig(rig: AlsaFifoRig, rec: Recorder, volume: float = 1.0) -> tuple[Micr
 # -- shared pieces, no device ---------------------------------------------------------------------
 
 
-def test_ring_buffer_wraps_bounds_and_clears() -> None:
-    ring = RingBuffer(10)
+def test_playback_queue_bounds_splits_and_clears() -> None:
+    queue = PlaybackQueue(10)
     out = np.zeros(10, dtype=np.int16)
-    assert ring.write(np.arange(7, dtype=np.int16)) == 7
-    assert ring.read_into(out[:5]) == 5 and list(out[:5]) == [0, 1, 2, 3, 4]
-    assert ring.write(np.arange(10, 20, dtype=np.int16)) == 8  # bounded: 2 queued + 8 = 10
-    assert ring.available == 10
-    assert ring.read_into(out) == 10  # across the wrap
+    source = np.arange(7, dtype=np.int16)
+    assert queue.write(source) == 7
+    source[:] = -1  # the queue keeps its own copy
+    assert queue.read_into(out[:5]) == 5 and list(out[:5]) == [0, 1, 2, 3, 4]
+    assert queue.write(np.arange(10, 20, dtype=np.int16)) == 8  # bounded: 2 queued + 8 = 10
+    assert queue.available == 10
+    assert queue.read_into(out) == 10  # across the chunk boundary
     assert list(out) == [5, 6, 10, 11, 12, 13, 14, 15, 16, 17]
-    ring.write(np.ones(4, dtype=np.int16))
-    assert ring.clear() == 4 and ring.available == 0 and ring.read_into(out) == 0
+    assert queue.read_into(out) == 0 and queue.available == 0
+    for _ in range(3):
+        queue.write(np.ones(3, dtype=np.int16))
+    assert queue.read_into(out[:4]) == 4  # one chunk and part of the next
+    assert queue.clear() == 5 and queue.available == 0 and queue.read_into(out) == 0
+    assert queue.write(np.full(4, 9, dtype=np.int16)) == 4  # nothing of the cleared part remains
+    assert queue.read_into(out) == 4 and list(out[:4]) == [9, 9, 9, 9]
 
 
 class _FakeMic(Microphone):

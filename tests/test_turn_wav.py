@@ -7,6 +7,7 @@ the output file itself, not from what the daemon says about itself.
 
 from __future__ import annotations
 
+import base64
 import time
 import wave
 from pathlib import Path
@@ -80,6 +81,78 @@ def run_turn(tmp: Path, utterance: np.ndarray, *, sim_flags: tuple[str, ...] = (
     )
     daemon = Daemon(tmp, config, key)
     return {"sim": sim, "daemon": daemon, "key": key}
+
+
+def test_a_held_turn_sends_exactly_the_audio_between_press_and_release(tmp_path: Path) -> None:
+    """The microphone reaches the conversation in 100 ms batches; the turn must still begin at
+    the press and end at the release, to within the 20 ms block in progress at each (the one at
+    the release is still being recorded, and the commit does not wait for it) — the last words
+    before the release go out with the commit, not with the next batch. The microphone file is
+    unique noise, so every sent sample can be found on its timeline (earcons off: no mask)."""
+    key = make_key()
+    rng = np.random.default_rng(11)
+    mic = rng.integers(-3000, 3001, 16 * IN_RATE).astype(np.int16)
+    with wave.open(str(tmp_path / "mic.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(IN_RATE)
+        w.writeframes(mic.tobytes())
+    sim = Simulator(tmp_path, key)
+    config = write_config(
+        tmp_path,
+        sim.url,
+        key,
+        f'[audio]\ninput_device = "wav:{tmp_path / "mic.wav"}"\n'
+        f'output_device = "wav:{tmp_path / "spk.wav"}"\nearcons = false\necho_guard = "off"\n',
+    )
+    daemon = Daemon(tmp_path, config, key)
+    held: list[tuple[float, float]] = []  # (press, release) on the microphone timeline, s
+    try:
+        daemon.wait_ready()
+        wall0 = daemon.audio_started_wall()
+        for k in range(4):  # release at four phases of the 100 ms batch
+            at = 1.0 + 3.0 * k + 0.027 * k
+            time.sleep(max(0.0, wall0 + at - time.time()))
+            before = time.time()
+            assert daemon.ctl("press")["state"] == "listening"
+            press = (before + time.time()) / 2 - wall0
+            time.sleep(max(0.0, wall0 + at + 1.2 - time.time()))
+            before = time.time()
+            assert daemon.ctl("release")["ok"]
+            held.append((press, (before + time.time()) / 2 - wall0))
+            daemon.wait_record("turn", count=k + 1, timeout=10)
+    finally:
+        assert daemon.stop() == 0
+        sim.stop()
+
+    turns: list[list[np.ndarray]] = [[]]
+    for r in sim.wire("recv"):
+        kind = r["event"]["type"]
+        if kind == "input_audio_buffer.append":
+            turns[-1].append(np.frombuffer(base64.b64decode(r["event"]["audio"]), dtype="<i2"))
+        elif kind == "input_audio_buffer.commit":
+            turns.append([])
+    sent = [np.concatenate(t) for t in turns[:-1]]
+    assert len(sent) == len(held) == 4
+    block, slack = int(BLOCK_S * IN_RATE), int(0.005 * IN_RATE)
+    for (press, release), pcm in zip(held, sent, strict=True):
+        start = locate(mic, pcm[:64])
+        end = locate(mic, pcm[-64:]) + 64
+        assert np.array_equal(mic[start:end], pcm)  # one unbroken stretch of the microphone
+        print(
+            f"\nheld {press:.3f}–{release:.3f} s; sent {start / IN_RATE:.3f}–{end / IN_RATE:.3f} s"
+        )
+        assert press * IN_RATE - block - slack <= start <= press * IN_RATE + slack
+        assert release * IN_RATE - block - slack <= end <= release * IN_RATE + slack
+
+
+def locate(haystack: np.ndarray, needle: np.ndarray) -> int:
+    """Where the unique `needle` starts in `haystack`."""
+    hits = np.flatnonzero(haystack[: len(haystack) - len(needle) + 1] == needle[0])
+    for pos in hits:
+        if np.array_equal(haystack[pos : pos + len(needle)], needle):
+            return int(pos)
+    raise AssertionError("sent audio not found on the microphone timeline")
 
 
 @pytest.mark.parametrize("seconds", [1.0, 10.0])

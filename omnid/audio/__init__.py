@@ -16,7 +16,7 @@ from omnid.audio.base import (
     AudioDeviceError,
     MicCallback,
     Microphone,
-    RingBuffer,
+    PlaybackQueue,
     Speaker,
     SpeakerEventCallback,
 )
@@ -32,7 +32,7 @@ __all__ = [
     "AudioDeviceError",
     "MicCallback",
     "Microphone",
-    "RingBuffer",
+    "PlaybackQueue",
     "Speaker",
     "SpeakerEventCallback",
     "list_devices",

@@ -3,7 +3,7 @@
 The conversation thread codes against `Microphone` and `Speaker` only; a backend (PortAudio, `wav:`)
 supplies the thread that moves samples and calls `_deliver` (capture) or `_render` (playback) from
 it. Everything that must behave identically on a sound card and in a test file lives here: the
-wire rates, re-blocking of resampled capture to exact `block_ms` blocks, the bounded playback ring
+wire rates, re-blocking of resampled capture to exact `block_ms` blocks, the bounded playback
 buffer, volume, flush (barge-in) and the started/drained events. Keeping it in one place is what
 lets the `wav:` backend stand in for a sound card in timing tests without testing something else.
 """
@@ -14,6 +14,7 @@ import logging
 import math
 import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import Self
@@ -28,9 +29,10 @@ log = logging.getLogger(__name__)
 
 WIRE_IN = WIRE_INPUT_RATE
 WIRE_OUT = WIRE_OUTPUT_RATE
-RING_SECONDS = 120.0
-"""Playback buffer bound. The service streams answers faster than real time, so a long answer is
-mostly queued here; 120 s holds any answer we have seen while capping memory (≈11 MB at 48 kHz)."""
+QUEUE_SECONDS = 120.0
+"""Playback queue bound. The service streams answers faster than real time, so a long answer is
+mostly queued here; 120 s holds any answer we have seen while capping memory (≈11 MB at 48 kHz,
+used only while that much is queued)."""
 
 # Capture is resampled with soxr's HQ filter: the model's speech recognition is what hears it, and
 # the cost is ~5 µs per 20 ms block. Playback uses LQ: it is still a proper polyphase filter, but
@@ -49,22 +51,25 @@ class AudioDeviceError(Exception):
     and (when the name did not match) which devices exist."""
 
 
-class RingBuffer:
+class PlaybackQueue:
     """Bounded int16 FIFO between one writer thread and the audio callback.
 
-    Why not a `queue.Queue` of chunks: the callback must fill exactly `frames` samples from chunks
-    of any size without allocating, and `clear()` must make the very next read come back empty
-    (barge-in). The lock is held only for index arithmetic and at most two memcpys, so the audio
+    Why a queue of chunks and not a preallocated ring: a ring sized for the longest answer (two
+    minutes) costs its full size in memory once answers have passed through every part of it,
+    page by page over hours, which reads as a leak on a 512 MB board. Chunks cost what is queued
+    and go back when played. Why not `queue.Queue`: the callback must fill exactly `frames`
+    samples from chunks of any size, and `clear()` must make the very next read come back empty
+    (barge-in). The lock is held for index arithmetic and the copies of one block, so the audio
     thread never waits for more than a few microseconds.
     """
 
     def __init__(self, capacity: int) -> None:
         if capacity <= 0:
-            raise ValueError(f"ring buffer capacity must be positive, not {capacity}")
-        self._buf = np.zeros(capacity, dtype=np.int16)
+            raise ValueError(f"playback queue capacity must be positive, not {capacity}")
         self._cap = capacity
-        self._head = 0  # samples ever read (absolute count; index = count % capacity)
-        self._tail = 0  # samples ever written
+        self._chunks: deque[Int16Array] = deque()
+        self._offset = 0  # samples of _chunks[0] already read
+        self._available = 0
         self._lock = threading.Lock()
 
     @property
@@ -74,37 +79,41 @@ class RingBuffer:
     @property
     def available(self) -> int:
         """Samples written and not yet read."""
-        with self._lock:
-            return self._tail - self._head
+        return self._available
 
     def write(self, data: Int16Array) -> int:
         """Append as much of `data` as fits; return how many samples were taken (the rest is
         dropped: a bounded buffer must refuse rather than grow without limit)."""
+        chunk = np.array(data, dtype=np.int16)  # our own copy, made outside the lock
         with self._lock:
-            n = min(len(data), self._cap - (self._tail - self._head))
-            start = self._tail % self._cap
-            first = min(n, self._cap - start)
-            self._buf[start : start + first] = data[:first]
-            self._buf[: n - first] = data[first:n]
-            self._tail += n
+            n = min(len(chunk), self._cap - self._available)
+            if n:
+                self._chunks.append(chunk[:n])
+                self._available += n
         return n
 
     def read_into(self, out: Int16Array) -> int:
         """Move up to `len(out)` samples into `out`; return how many. Never blocks for long."""
+        filled = 0
         with self._lock:
-            n = min(len(out), self._tail - self._head)
-            start = self._head % self._cap
-            first = min(n, self._cap - start)
-            out[:first] = self._buf[start : start + first]
-            out[first:n] = self._buf[: n - first]
-            self._head += n
-        return n
+            while filled < len(out) and self._chunks:
+                chunk = self._chunks[0]
+                take = min(len(chunk) - self._offset, len(out) - filled)
+                out[filled : filled + take] = chunk[self._offset : self._offset + take]
+                filled += take
+                self._offset += take
+                if self._offset == len(chunk):
+                    self._chunks.popleft()
+                    self._offset = 0
+            self._available -= filled
+        return filled
 
     def clear(self) -> int:
         """Drop everything queued; return how many samples were dropped."""
         with self._lock:
-            dropped = self._tail - self._head
-            self._head = self._tail
+            dropped = self._available
+            self._chunks.clear()
+            self._offset = self._available = 0
         return dropped
 
 
@@ -213,8 +222,8 @@ class Speaker(_Closable):
     """Playback: `play()` queues 24 kHz int16 mono; the backend's audio thread pulls with `_render`.
 
     `play`/`flush` run on the caller's (conversation) thread, which owns the 24 kHz → device-rate
-    soxr stream; `_render` runs on the audio thread and only copies out of the ring buffer, so the
-    two meet only inside `RingBuffer`'s short lock.
+    soxr stream; `_render` runs on the audio thread and only copies out of the playback queue, so
+    the two meet only inside `PlaybackQueue`'s short lock.
     """
 
     def __init__(
@@ -224,14 +233,14 @@ class Speaker(_Closable):
         *,
         on_speaker_event: SpeakerEventCallback | None = None,
         volume: float = 1.0,
-        ring_seconds: float = RING_SECONDS,
+        queue_seconds: float = QUEUE_SECONDS,
     ) -> None:
         self.name = name
         self.device_rate = device_rate
         self.volume = volume
         self.dropped_samples = 0
         self._on_event = on_speaker_event
-        self._ring = RingBuffer(int(device_rate * ring_seconds))
+        self._queue = PlaybackQueue(int(device_rate * queue_seconds))
         self._resampler: soxr.ResampleStream | None = None
         if device_rate != WIRE_OUT:
             self._resampler = soxr.ResampleStream(
@@ -257,7 +266,7 @@ class Speaker(_Closable):
     @property
     def queued_s(self) -> float:
         """Seconds queued and not yet handed to the device."""
-        return self._ring.available / self.device_rate
+        return self._queue.available / self.device_rate
 
     def play(self, pcm: Int16Array, *, last: bool = False) -> None:
         """Queue int16 mono 24 kHz samples behind what is already queued.
@@ -275,30 +284,30 @@ class Speaker(_Closable):
                 self._resampler.clear()
         if not len(pcm):
             return
-        taken = self._ring.write(pcm)
+        taken = self._queue.write(pcm)
         if taken < len(pcm):
             if not self.dropped_samples:
                 log.warning(
-                    "%s: playback buffer full (%.0f s); dropping audio", self.name, RING_SECONDS
+                    "%s: playback queue full (%.0f s); dropping audio", self.name, QUEUE_SECONDS
                 )
             self.dropped_samples += len(pcm) - taken
 
     def flush(self) -> None:
         """Barge-in: drop everything queued. The next audio callback plays silence (a block
         already handed to the device, at most one, still plays out)."""
-        self._ring.clear()
+        self._queue.clear()
         if self._resampler is not None:
             self._resampler.clear()
 
     def _render(self, out: Int16Array, t: float) -> None:
-        """Audio thread: fill `out` (shape (frames, channels)) from the ring buffer, silence on
+        """Audio thread: fill `out` (shape (frames, channels)) from the playback queue, silence on
         underrun, volume applied in float and clipped so nothing wraps; emit started/drained."""
         frames = out.shape[0]
         if len(self._mono) < frames:
             self._mono = np.zeros(frames, dtype=np.int16)
             self._scaled = np.zeros(frames, dtype=np.float32)
         mono = self._mono[:frames]
-        n = self._ring.read_into(mono)
+        n = self._queue.read_into(mono)
         mono[n:] = 0
         volume = self._volume
         if n and volume != 1.0:
@@ -311,7 +320,7 @@ class Speaker(_Closable):
         if n and not self._playing:
             self._playing = True
             self._event("started", t)
-        if self._playing and self._ring.available == 0:
+        if self._playing and self._queue.available == 0:
             self._playing = False
             self._event("drained", t)
 

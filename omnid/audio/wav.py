@@ -4,9 +4,10 @@ Why real time rather than as fast as possible: everything downstream (the servic
 conversation's timers, barge-in) is about time, so `omnid demo`, timing tests and benchmarks need
 the same pacing a sound card gives, without one.
 
-- Input: the file (any rate and channel count of 16-bit PCM, converted to 16 kHz mono at open) is
-  delivered one `block_ms` block per tick from start(), then silence forever.
-- Output: every tick pulls one block through the same ring buffer/volume/event logic as a sound
+- Input: the file (any rate and channel count of 16-bit PCM; read as it plays when it is 16 kHz
+  mono, else converted at open) is delivered one `block_ms` block per tick from start(), then
+  silence forever.
+- Output: every tick pulls one block through the same playback queue/volume/event logic as a sound
   card and appends it to a 24 kHz mono 16-bit WAV: a continuous timeline, silence included. The
   header is rewritten at least once a second and at close, so a killed process leaves a readable
   file.
@@ -112,7 +113,9 @@ class WavClock:
             n += 1
             target = t0 + n * self.block_s
             delay = target - time.monotonic()
-            if (delay > 0 and stop.wait(delay)) or stop.is_set():
+            if delay > 0:
+                time.sleep(delay)  # a third cheaper than Event.wait; stop waits ≤ one block
+            if stop.is_set():
                 return
             with self._lock:
                 self.ticks = n
@@ -127,6 +130,18 @@ def _path(spec: str) -> Path:
     if not path:
         raise AudioDeviceError(f"device {spec!r}: no file name after {PREFIX!r}")
     return Path(path).expanduser()
+
+
+def _open_native(path: Path) -> wave.Wave_read | None:
+    """The file open for reading if it is already 16-bit mono at 16 kHz, else None."""
+    try:
+        w = wave.open(str(path), "rb")  # noqa: SIM115 (kept open: the microphone reads it)
+    except (OSError, EOFError, wave.Error) as exc:
+        raise AudioDeviceError(f"input device 'wav:{path}': cannot read: {exc}") from None
+    if (w.getsampwidth(), w.getnchannels(), w.getframerate()) == (2, 1, WIRE_IN):
+        return w
+    w.close()
+    return None
 
 
 def read_wav_16k(path: Path) -> Int16Array:
@@ -171,13 +186,23 @@ def wav_header(data_bytes: int, rate: int = WIRE_OUT) -> bytes:
 
 
 class WavMicrophone(Microphone):
-    """Plays a WAV file into `on_mic_block` from start(), then silence (see module docstring)."""
+    """Plays a WAV file into `on_mic_block` from start(), then silence (see module docstring).
+
+    A 16 kHz mono file (what the demo, tests and benchmarks use) is read block by block as it
+    plays, so an hour-long recording costs no memory; any other file is converted whole at open.
+    """
 
     def __init__(
         self, spec: str, *, block_ms: int, on_mic_block: MicCallback, clock: WavClock
     ) -> None:
         path = _path(spec)
-        self.samples = read_wav_16k(path)
+        self._reader: wave.Wave_read | None = _open_native(path)
+        self.samples: Int16Array | None = None  # the converted file, when not read as it plays
+        if self._reader is not None:
+            self._frames = self._reader.getnframes()
+        else:
+            self.samples = read_wav_16k(path)
+            self._frames = len(self.samples)
         super().__init__(f"{PREFIX}{path}", WIRE_IN, block_ms=block_ms, on_mic_block=on_mic_block)
         self._clock = clock
         self._pos = 0
@@ -187,16 +212,28 @@ class WavMicrophone(Microphone):
     @property
     def ended(self) -> bool:
         """True once the whole file has been delivered (silence follows)."""
-        return self._pos >= len(self.samples)
+        return self._pos >= self._frames
 
     def _tick(self, t: float) -> None:
-        block = self.samples[self._pos : self._pos + self.block_n]
+        block = self._next() if self._pos < self._frames else self._silence
         if len(block) < self.block_n:
-            block = self._silence.copy()
-            tail = self.samples[self._pos :]
-            block[: len(tail)] = tail
+            padded = self._silence.copy()
+            padded[: len(block)] = block
+            block = padded
         self._pos += self.block_n
         self._deliver(block, t)
+
+    def _next(self) -> Int16Array:
+        if self.samples is not None:
+            return self.samples[self._pos : self._pos + self.block_n]
+        assert self._reader is not None
+        try:
+            raw = self._reader.readframes(self.block_n)
+        except (OSError, EOFError, wave.Error) as exc:  # the file was cut short under us
+            log.error("%s: cannot read further (%s): silence from here", self.name, exc)
+            self._frames = self._pos
+            return self._silence
+        return np.frombuffer(raw, dtype="<i2").astype(np.int16, copy=False)
 
     def start(self) -> None:
         if self._state == "closed":
@@ -209,7 +246,9 @@ class WavMicrophone(Microphone):
     def close(self) -> None:
         if self._state != "closed":
             self._state = "closed"
-            self._clock.leave(self)
+            self._clock.leave(self)  # waits for a tick in progress
+            if self._reader is not None:
+                self._reader.close()
 
 
 class WavSpeaker(Speaker):
