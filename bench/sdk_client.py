@@ -9,8 +9,9 @@ samples do, and so what this does:
   WAV the daemon's `wav:` microphone plays, paced in real time the way a blocking `mic.read()`
   paces it — and calls `append_audio(base64)` for each chunk as it is captured;
 - once a second a camera frame is JPEG-encoded and sent with `append_video(base64)`: the frames
-  are the same files the daemon's `files` camera shows, decoded and scaled once (as the daemon's
-  source caches them), encoded per frame at the daemon's `jpeg_quality` (as the daemon does);
+  are the same files the daemon's `files` camera shows, each decoded and scaled as it comes round
+  (as the daemon's source does, standing in for a camera's new frame), encoded at the daemon's
+  `jpeg_quality` (as the daemon does);
 - replies go to the samples' `B64PCMPlayer`: a decoder thread base64-decodes each delta into
   100 ms chunks, a player thread writes them out in real time (a blocking sound-card write; here
   a WAV file), and `speech_started` clears its queues (barge-in).
@@ -120,15 +121,15 @@ class Callback(OmniRealtimeCallback):
             self.updated.set()
 
 
-def load_frames(directory: Path, width: int, height: int) -> list[Image.Image]:
-    frames = []
-    for path in sorted(directory.iterdir()):
-        if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
-            with Image.open(path) as img:
-                frame = img.convert("RGB")
-            frame.thumbnail((width, height))
-            frames.append(frame)
-    return frames
+def frame_paths(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+def load_frame(path: Path, width: int, height: int) -> Image.Image:
+    with Image.open(path) as img:
+        frame = img.convert("RGB")
+    frame.thumbnail((width, height))
+    return frame
 
 
 def jpeg_b64(frame: Image.Image, quality: int) -> str:
@@ -149,9 +150,8 @@ def main() -> int:
     p.add_argument("--chunk", type=int, default=MIC_CHUNK, help="frames per microphone read")
     args = p.parse_args()
 
-    with wave.open(str(args.wav), "rb") as w:
-        pcm = w.readframes(w.getnframes())
-    frames = load_frames(args.images, 640, 480)
+    mic = wave.open(str(args.wav), "rb")  # noqa: SIM115 - read as a microphone would deliver it
+    frames = frame_paths(args.images)
     player = WavPlayer(args.out)
     callback = Callback(player)
     conversation = OmniRealtimeConversation(
@@ -176,16 +176,18 @@ def main() -> int:
     while time.monotonic() - start < args.seconds:
         due = start + (k + 1) * args.chunk / IN_RATE  # mic.read() returns once it has the chunk
         time.sleep(max(0.0, due - time.monotonic()))
-        audio = pcm[k * chunk_bytes : (k + 1) * chunk_bytes]
+        audio = mic.readframes(args.chunk)
         audio += bytes(chunk_bytes - len(audio))  # silence after the file's end
         conversation.append_audio(base64.b64encode(audio).decode("ascii"))
         k += 1
         if frames and time.monotonic() >= next_frame:
-            conversation.append_video(jpeg_b64(frames[sent_images % len(frames)], args.quality))
+            frame = load_frame(frames[sent_images % len(frames)], 640, 480)
+            conversation.append_video(jpeg_b64(frame, args.quality))
             sent_images += 1
             # Once a second; never closer than the service's limit after a late loop turn.
             next_frame = max(next_frame + 1.0, time.monotonic() + 0.95)
     conversation.close()
+    mic.close()
     player.shutdown()
     summary = {
         "chunks": k,

@@ -302,6 +302,9 @@ class Speaker(_Closable):
     def _render(self, out: Int16Array, t: float) -> None:
         """Audio thread: fill `out` (shape (frames, channels)) from the playback queue, silence on
         underrun, volume applied in float and clipped so nothing wraps; emit started/drained."""
+        if not self._playing and not self._queue.available:
+            out.fill(0)  # the usual case, 50 times a second: skip the rest
+            return
         frames = out.shape[0]
         if len(self._mono) < frames:
             self._mono = np.zeros(frames, dtype=np.int16)

@@ -207,6 +207,8 @@ class WavMicrophone(Microphone):
         self._clock = clock
         self._pos = 0
         self._silence = np.zeros(self.block_n, dtype=np.int16)
+        self._ahead = self._silence[:0]  # read-ahead of the file, whole blocks
+        self._ahead_at = 0
         self._state = "open"
 
     @property
@@ -227,13 +229,18 @@ class WavMicrophone(Microphone):
         if self.samples is not None:
             return self.samples[self._pos : self._pos + self.block_n]
         assert self._reader is not None
-        try:
-            raw = self._reader.readframes(self.block_n)
-        except (OSError, EOFError, wave.Error) as exc:  # the file was cut short under us
-            log.error("%s: cannot read further (%s): silence from here", self.name, exc)
-            self._frames = self._pos
-            return self._silence
-        return np.frombuffer(raw, dtype="<i2").astype(np.int16, copy=False)
+        if self._ahead_at >= len(self._ahead):  # read a second at a time: one read per 50 ticks
+            try:
+                raw = self._reader.readframes(self.block_n * max(1, 1000 // self.block_ms))
+            except (OSError, EOFError, wave.Error) as exc:  # the file was cut short under us
+                log.error("%s: cannot read further (%s): silence from here", self.name, exc)
+                self._frames = self._pos
+                return self._silence
+            self._ahead = np.frombuffer(raw, dtype="<i2").astype(np.int16, copy=False)
+            self._ahead_at = 0
+        block = self._ahead[self._ahead_at : self._ahead_at + self.block_n]
+        self._ahead_at += self.block_n
+        return block
 
     def start(self) -> None:
         if self._state == "closed":

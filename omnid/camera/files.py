@@ -6,9 +6,12 @@ feed's warning-and-retry path is exercised by unplugging a directory), and it pi
 while running — the directory is re-listed when its mtime or inode changes (and every few seconds,
 for filesystems with coarse timestamps), so a script can drop new pictures in.
 
-Files have fixed sizes, so "configure the size at the source" means: scale each file once when it
-is loaded (JPEGs are decoded at a reduced DCT scale first, which is what makes a 12 MP photo cheap)
-and keep the scaled pixels in a small LRU cache keyed by name, mtime and size. Only regular files
+Files have fixed sizes, so "configure the size at the source" means: scale each file when it is
+loaded (JPEGs are decoded at a reduced DCT scale first, which is what makes a 12 MP photo cheap).
+The last scaled frame is kept (keyed by name, mtime and size), so a one-picture directory — a
+still scene — is decoded once; a cycled directory decodes each picture as it comes round, as a
+camera delivers a new frame each time. Keeping every picture's pixels saved ~1 ms of CPU per frame
+at 640×480 and cost 0.9 MB per picture held, memory a camera does not use. Only regular files
 count: a FIFO or device node named `x.jpg` would block the reader forever.
 """
 
@@ -18,7 +21,6 @@ import logging
 import os
 import stat
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +32,12 @@ log = logging.getLogger("omnid.camera")
 
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 RELIST_S = 5.0
-CACHE_BYTES = 64 * 1024 * 1024
 _EXIF_ORIENTATION = 0x0112
 _SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that rotate by 90°
 
 
 class FilesSource(FrameSource):
-    def __init__(self, path: str | os.PathLike[str], cache_bytes: int = CACHE_BYTES) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.name = f"files:{self.path}"
         self._size: tuple[int, int] | None = None
@@ -44,9 +45,7 @@ class FilesSource(FrameSource):
         self._dir_key: tuple[int, int] | None = None
         self._listed_at = 0.0
         self._last: str | None = None
-        self._cache: OrderedDict[tuple[str, int, int], RGBArray] = OrderedDict()
-        self._cache_bytes = 0
-        self._cache_limit = cache_bytes
+        self._held: tuple[tuple[str, int, int], RGBArray] | None = None  # the last frame
         self._bad: set[tuple[str, int, int]] = set()
 
     def open(self, width: int, height: int) -> None:
@@ -55,8 +54,7 @@ class FilesSource(FrameSource):
 
     def close(self) -> None:
         self._size = None
-        self._cache.clear()
-        self._cache_bytes = 0
+        self._held = None
 
     def capture(self) -> RGBArray:
         if self._size is None:
@@ -126,10 +124,8 @@ class FilesSource(FrameSource):
             self._dir_key = None  # it went away: re-list at the next capture
             return None
         key = (name, st.st_mtime_ns, st.st_size)
-        cached = self._cache.get(key)
-        if cached is not None:
-            self._cache.move_to_end(key)
-            return cached
+        if self._held is not None and self._held[0] == key:
+            return self._held[1]
         if key in self._bad:
             return None
         try:
@@ -138,31 +134,27 @@ class FilesSource(FrameSource):
             self._bad.add(key)
             log.warning("%s: skipping %s: %s", self.name, name, exc)
             return None
-        self._remember(key, rgb)
+        self._held = (key, rgb)
         return rgb
-
-    def _remember(self, key: tuple[str, int, int], rgb: RGBArray) -> None:
-        self._cache[key] = rgb
-        self._cache_bytes += rgb.nbytes
-        while self._cache_bytes > self._cache_limit and len(self._cache) > 1:
-            _, old = self._cache.popitem(last=False)
-            self._cache_bytes -= old.nbytes
 
 
 def load_scaled(path: Path, width: int, height: int) -> RGBArray:
     """Decode an image file upright (EXIF orientation applied), flattened onto white if it has
     transparency, scaled to fit within `width`×`height`; a read-only RGB array."""
+    # Every step that has nothing to do is skipped rather than run as a copy: each full-size
+    # copy is a fresh allocation, and at one frame a second those showed up in the CPU figure.
     with Image.open(path) as img:
-        swap = img.getexif().get(_EXIF_ORIENTATION) in _SWAPS_AXES
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+        swap = orientation in _SWAPS_AXES
         # JPEG only: decode at 1/2, 1/4 or 1/8 scale while still at least the requested size.
         img.draft("RGB", (height, width) if swap else (width, height))
-        upright = ImageOps.exif_transpose(img)
+        upright = ImageOps.exif_transpose(img) if orientation != 1 else img
         if upright.mode in ("RGBA", "LA") or "transparency" in upright.info:
             rgba = upright.convert("RGBA")
             flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             flat.alpha_composite(rgba)
             upright = flat
-        rgb = upright.convert("RGB")
+        rgb = upright if upright.mode == "RGB" else upright.convert("RGB")
         size = fit_within(rgb.width, rgb.height, width, height)
         if size != rgb.size:
             rgb = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
