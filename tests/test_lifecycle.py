@@ -150,8 +150,13 @@ def test_chaos_every_turn_is_answered_or_recorded_lost(tmp_path: Path) -> None:
     )
     assert alive and drops >= CHAOS_DROPS
     assert len(turns) == presses and sum(counts.values()) == presses
-    if after_commit:  # those turns are replayed, not lost (unless the replay is dropped too)
-        assert counts["retried"] >= 1 and counts["lost"] <= after_commit - counts["retried"]
+    # A drop between a commit and its answer makes that turn replayed ("retried"), or "lost" if
+    # it was a replay already. Retries can outnumber those drops: a turn released while the
+    # session is still reconnecting waits with its commit pending, and a drop of that
+    # reconnection replays it too. A turn can only be lost to a drop that came after a commit.
+    if after_commit:
+        assert counts["retried"] + counts["lost"] >= 1
+    assert counts["lost"] <= after_commit
     assert counts["answered"] + counts["retried"] >= 0.9 * presses
     assert max(delays) <= 30.0
 
