@@ -11,16 +11,14 @@ from __future__ import annotations
 import os
 import platform
 import signal
-import socket
 import sys
-import threading
 import time
 import wave
 from pathlib import Path
 
 import numpy as np
 
-from tests.harness import Daemon, Simulator, make_key, write_config
+from tests.harness import Daemon, NotifySocket, Simulator, make_key, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_RATE, OUT_RATE = 16_000, 24_000
@@ -86,35 +84,6 @@ def timeline(
 # ------------------------------------------------------------------ processes
 
 
-class NotifySocket:
-    """A datagram socket in $NOTIFY_SOCKET, as systemd would hold it; `ready` is set at READY=1."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.05)
-        self.ready_at: float | None = None
-        self._stop = False
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop:
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            now = time.monotonic()
-            if self.ready_at is None and "READY=1" in data.decode(errors="replace").split("\n"):
-                self.ready_at = now
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join()
-        self.sock.close()
-
-
 class BenchDaemon(Daemon):
     """`omnid run` with its sd_notify socket, which stays bound until the daemon has stopped
     (systemd's does: a daemon must be able to say STOPPING=1)."""
@@ -141,19 +110,19 @@ def launch(
     """`omnid run` against `sim` (`extra` added to its config, `env` to its environment), with
     `daemon.ready_s` = process start → READY=1 and the session connected before returning."""
     config = write_config(tmp, sim.url, key, extra)
-    notify = NotifySocket(tmp / "notify.sock")
+    notify = NotifySocket(tmp / "notify.sock", clock=time.monotonic)
     started = time.monotonic()
     daemon = BenchDaemon(tmp, config, key, NOTIFY_SOCKET=str(notify.path), **(env or {}))
     daemon.notify = notify
     try:
         deadline = started + timeout
-        while notify.ready_at is None and time.monotonic() < deadline:
+        while not notify.times("READY=1") and time.monotonic() < deadline:
             if daemon.proc.poll() is not None:
                 break
             time.sleep(0.005)
-        if notify.ready_at is None:
+        if not notify.times("READY=1"):
             raise RuntimeError("no READY=1 from omnid run; output:\n" + daemon.output())
-        daemon.ready_s = notify.ready_at - started
+        daemon.ready_s = notify.times("READY=1")[0] - started
         daemon.wait_ready(timeout)
     except BaseException:
         daemon.stop()

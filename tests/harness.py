@@ -14,6 +14,7 @@ import os
 import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -171,6 +172,49 @@ def write_config(tmp: Path, sim_url: str, key: str, extra: str = "") -> Path:
         f'[control]\nsocket = "{tmp / "control.sock"}"\n' + extra
     )
     return path
+
+
+class NotifySocket:
+    """A datagram socket in $NOTIFY_SOCKET, as systemd holds it: every message, each line stamped
+    with `clock()` when it arrived (wall time by default; the benchmark uses monotonic). It stays
+    bound until closed: a daemon must still be able to say STOPPING=1."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop:
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            now = self.clock()
+            self.messages += [(now, line) for line in data.decode(errors="replace").splitlines()]
+
+    def times(self, prefix: str) -> list[float]:
+        return [t for t, m in self.messages if m.startswith(prefix)]
+
+    def wait(self, prefix: str, after: float = 0.0, timeout: float = 10.0) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [t for t in self.times(prefix) if t >= after]
+            if found:
+                return found[0]
+            time.sleep(0.02)
+        raise AssertionError(f"no {prefix} after {after}: {self.messages[-20:]}")
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join()
+        self.sock.close()
 
 
 class Daemon(Process):

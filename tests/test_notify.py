@@ -6,55 +6,15 @@ from __future__ import annotations
 
 import itertools
 import signal
-import socket
 import statistics
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from tests.harness import Daemon, Simulator, make_key, write_config
+from tests.harness import Daemon, NotifySocket, Simulator, make_key, write_config
 from tests.test_handsfree import timeline
 from tests.test_turn_wav import speech
-
-
-class NotifySocket:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.1)
-        self.messages: list[tuple[float, str]] = []
-        self._stop = False
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop:
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            now = time.time()
-            self.messages += [(now, line) for line in data.decode().splitlines()]
-
-    def times(self, prefix: str) -> list[float]:
-        return [t for t, m in self.messages if m.startswith(prefix)]
-
-    def wait(self, prefix: str, after: float = 0.0, timeout: float = 10.0) -> float:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            found = [t for t in self.times(prefix) if t >= after]
-            if found:
-                return found[0]
-            time.sleep(0.02)
-        raise AssertionError(f"no {prefix} after {after}: {self.messages[-20:]}")
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join()
-        self.sock.close()
 
 
 def start(
