@@ -162,6 +162,12 @@ class Simulator(Process):
         ]
 
 
+def wav_devices(tmp: Path, *settings: str, mic: str = "mic.wav", spk: str = "spk.wav") -> str:
+    """The `[audio]` section for `wav:` devices in `tmp`, plus further `key = value` lines."""
+    lines = [f'input_device = "wav:{tmp / mic}"', f'output_device = "wav:{tmp / spk}"', *settings]
+    return "[audio]\n" + "".join(line + "\n" for line in lines)
+
+
 def write_config(tmp: Path, sim_url: str, key: str, extra: str = "") -> Path:
     key_file = tmp / "api-key"
     key_file.write_text(key + "\n")

@@ -459,6 +459,7 @@ def test_wav_input_converts_rate_and_channels(tmp_path: Path) -> None:
         on_mic_block=lambda b, t: None,
         clock=WavClock(BLOCK_MS),  # never started
     )
+    assert mic.samples is not None  # not 16 kHz mono: converted at open, not read as it plays
     assert abs(len(mic.samples) - 8_000) <= 1
     assert correlation(mic.samples[100:7_900], tone(440, 0.5, WIRE_IN)[100:7_900]) >= 0.99
     with wave.open(str(tmp_path / "8bit.wav"), "wb") as w:

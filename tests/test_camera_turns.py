@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from omnid.models import image_tokens
-from tests.harness import Daemon, Simulator, make_key, write_config
+from tests.harness import Daemon, Simulator, make_key, wav_devices, write_config
 from tests.test_handsfree import VAD, timeline
 from tests.test_turn_wav import LEAD_S, speech, write_input
 
@@ -64,13 +64,6 @@ def camera_config(source: str, path: Path | None = None) -> str:
     if path is not None:
         lines.append(f'path = "{path}"')
     return "[camera]\n" + "\n".join(lines) + "\n"
-
-
-def wav_devices(tmp: Path) -> str:
-    return (
-        f'[audio]\ninput_device = "wav:{tmp / "mic.wav"}"\n'
-        f'output_device = "wav:{tmp / "spk.wav"}"\n'
-    )
 
 
 def start(

@@ -42,7 +42,7 @@ from omnid.led import PATTERNS, Pattern
 from omnid.supervisor import Journal
 from omnid.volume import to_gain
 from tests.alsa_rig import AlsaFifoRig
-from tests.harness import ROOT, Simulator, make_key, write_config
+from tests.harness import ROOT, Simulator, make_key, wav_devices, write_config
 from tests.harness import Daemon as DaemonProcess
 from tests.test_turn_wav import (
     BLOCK_S,
@@ -73,10 +73,6 @@ def write_mic(path: Path, utterance: np.ndarray, lead_s: float = LEAD_S) -> None
         w.setsampwidth(2)
         w.setframerate(IN_RATE)
         w.writeframes(pcm.tobytes())
-
-
-def wav_devices(tmp: Path, mic: str = "mic.wav", spk: str = "spk.wav") -> str:
-    return f'[audio]\ninput_device = "wav:{tmp / mic}"\noutput_device = "wav:{tmp / spk}"\n'
 
 
 def sleep_until(wall: float) -> None:
@@ -658,7 +654,9 @@ def test_volume_applies_to_the_next_block_and_survives_a_restart(tmp_path: Path)
     assert after / full == pytest.approx(to_gain(50), rel=0.02)
 
     # Restart: the volume is remembered and applied to the next answer.
-    config = write_config(tmp_path, sim.url, key, wav_devices(tmp_path, "mic2.wav", "spk2.wav"))
+    config = write_config(
+        tmp_path, sim.url, key, wav_devices(tmp_path, mic="mic2.wav", spk="spk2.wav")
+    )
     daemon = DaemonProcess(tmp_path, config, key, STATE_DIRECTORY=str(state))
     try:
         daemon.wait_ready()

@@ -16,7 +16,7 @@ import numpy as np
 import soxr
 
 from tests.alsa_rig import AlsaFifoRig
-from tests.harness import Daemon, Simulator, make_key, write_config
+from tests.harness import Daemon, Simulator, make_key, wav_devices, write_config
 from tests.test_turn_wav import IN_RATE, OUT_RATE, best_correlation, read_wav, speech, vowel
 
 VAD = '[session]\nmode = "vad"\n[session.vad]\ntype = "server_vad"\n'
@@ -53,10 +53,7 @@ def test_each_utterance_is_one_turn_and_the_daemon_keeps_listening(tmp_path: Pat
     timeline(tmp_path / "mic.wav", [(1.0, first), (11.0, second), (17.0, None)])
     sim, daemon = start(
         tmp_path,
-        (
-            f'[audio]\ninput_device = "wav:{tmp_path / "mic.wav"}"\n'
-            f'output_device = "wav:{tmp_path / "spk.wav"}"\n'
-        ),
+        wav_devices(tmp_path),
     )
     try:
         daemon.wait_ready()
@@ -91,10 +88,7 @@ def test_talking_over_the_answer_silences_it_within_one_block(tmp_path: Path) ->
     timeline(tmp_path / "mic.wav", [(1.0, first), (6.5, second), (13.0, None)])
     sim, daemon = start(
         tmp_path,
-        (
-            f'[audio]\ninput_device = "wav:{tmp_path / "mic.wav"}"\n'
-            f'output_device = "wav:{tmp_path / "spk.wav"}"\necho_guard = "off"\n'
-        ),
+        wav_devices(tmp_path, 'echo_guard = "off"'),
     )
     try:
         daemon.wait_ready()

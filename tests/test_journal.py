@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from omnid.control import ctl
-from tests.harness import ROOT, Simulator, clean_env, make_key, write_config
+from tests.harness import ROOT, Simulator, clean_env, make_key, wav_devices, write_config
 from tests.secret_guard import assert_no_secret
 from tests.test_turn_wav import LEAD_S, speech, write_input
 
@@ -96,8 +96,7 @@ def test_usage_record_reaches_the_journal_socket_with_the_services_numbers(
         tmp_path,
         sim.url,
         key,
-        f'[audio]\ninput_device = "wav:{tmp_path / "mic.wav"}"\n'
-        f'output_device = "wav:{tmp_path / "spk.wav"}"\n',
+        wav_devices(tmp_path),
     )
     out, stdio, sock = tmp_path / "journal.jsonl", tmp_path / "stdio", tmp_path / "control.sock"
     proc = capture(out, stdio, sys.executable, "-m", "omnid.cli", "run", "--config", str(config))

@@ -17,7 +17,7 @@ import pytest
 
 from omnid.session import CARRY_OVER_HEADING
 from tests.alsa_rig import AlsaFifoRig
-from tests.harness import Daemon, Simulator, make_key, write_config
+from tests.harness import Daemon, Simulator, make_key, wav_devices, write_config
 from tests.test_handsfree import VAD, timeline
 from tests.test_turn_wav import IN_RATE, speech
 
@@ -59,10 +59,7 @@ def test_rollover_keeps_the_conversation_going_across_sessions(tmp_path: Path) -
         sim.url,
         key,
         VAD.replace("[session]\n", "[session]\nrollover_after_min = 0.25\n")
-        + (
-            f'[audio]\ninput_device = "wav:{tmp_path / "mic.wav"}"\n'
-            f'output_device = "wav:{tmp_path / "spk.wav"}"\n'
-        ),
+        + wav_devices(tmp_path),
     )
     daemon = Daemon(tmp_path, config, key)
     try:
@@ -217,10 +214,7 @@ def test_refused_key_keeps_the_daemon_up_and_says_so(tmp_path: Path) -> None:
         tmp_path,
         sim.url,
         key,
-        (
-            f'[audio]\ninput_device = "wav:{tmp_path / "mic.wav"}"\n'
-            f'output_device = "wav:{tmp_path / "spk.wav"}"\n'
-        ),
+        wav_devices(tmp_path),
     )
     daemon = Daemon(tmp_path, config, key, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
     statuses: list[str] = []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.harness import Daemon, NotifySocket, Simulator, make_key, write_config
+from tests.harness import Daemon, NotifySocket, Simulator, make_key, wav_devices, write_config
 from tests.test_handsfree import timeline
 from tests.test_turn_wav import speech
 
@@ -27,10 +27,7 @@ def start(
         tmp,
         sim.url,
         key,
-        (
-            f'[audio]\ninput_device = "wav:{tmp / "mic.wav"}"\n'
-            f'output_device = "wav:{tmp / "spk.wav"}"\n'
-        ),
+        wav_devices(tmp),
     )
     notify = NotifySocket(tmp / "notify.sock")
     daemon = Daemon(
@@ -127,10 +124,7 @@ def test_a_vanished_notify_socket_neither_crashes_nor_blocks_the_stop(tmp_path: 
         tmp_path,
         sim.url,
         key,
-        (
-            f'[audio]\ninput_device = "wav:{tmp_path / "mic.wav"}"\n'
-            f'output_device = "wav:{tmp_path / "spk.wav"}"\n'
-        ),
+        wav_devices(tmp_path),
     )
     daemon = Daemon(
         tmp_path,

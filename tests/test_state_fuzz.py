@@ -116,7 +116,7 @@ class Rig:
         journal.listen(lambda event, fields: self.journal_out.append(fields))
         self.conv = Conversation(cfg, self.speaker, journal, Notifier(), clock=lambda: self.now)
         self.conv.budget = DailyBudget(0, tmp)  # never the developer's own state file
-        self.conv.session._open = self._open  # type: ignore[method-assign]
+        self.conv.session._open = self._open  # type: ignore[method-assign, assignment]
         self.conv.session.connect_now()
 
     def _open(self) -> FakeLink:

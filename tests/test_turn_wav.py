@@ -17,7 +17,7 @@ import pytest
 import soxr
 
 from omnid.demo import bundled_sample
-from tests.harness import Daemon, Simulator, make_key, write_config
+from tests.harness import Daemon, Simulator, make_key, wav_devices, write_config
 
 IN_RATE, OUT_RATE = 16_000, 24_000
 BLOCK_S = 0.020
@@ -74,10 +74,7 @@ def run_turn(tmp: Path, utterance: np.ndarray, *, sim_flags: tuple[str, ...] = (
         tmp,
         sim.url,
         key,
-        (
-            f'[audio]\ninput_device = "wav:{tmp / "mic.wav"}"\n'
-            f'output_device = "wav:{tmp / "spk.wav"}"\n'
-        ),
+        wav_devices(tmp),
     )
     daemon = Daemon(tmp, config, key)
     return {"sim": sim, "daemon": daemon, "key": key}
@@ -102,8 +99,7 @@ def test_a_held_turn_sends_exactly_the_audio_between_press_and_release(tmp_path:
         tmp_path,
         sim.url,
         key,
-        f'[audio]\ninput_device = "wav:{tmp_path / "mic.wav"}"\n'
-        f'output_device = "wav:{tmp_path / "spk.wav"}"\nearcons = false\necho_guard = "off"\n',
+        wav_devices(tmp_path, "earcons = false", 'echo_guard = "off"'),
     )
     daemon = Daemon(tmp_path, config, key)
     held: list[tuple[float, float]] = []  # (press, release) on the microphone timeline, s

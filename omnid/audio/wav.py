@@ -188,8 +188,8 @@ def wav_header(data_bytes: int, rate: int = WIRE_OUT) -> bytes:
 class WavMicrophone(Microphone):
     """Plays a WAV file into `on_mic_block` from start(), then silence (see module docstring).
 
-    A 16 kHz mono file (what the demo, tests and benchmarks use) is read block by block as it
-    plays, so an hour-long recording costs no memory; any other file is converted whole at open.
+    A 16 kHz mono file (what the demo, tests and benchmarks use) is read as it plays, a second
+    ahead, so an hour-long recording costs no memory; any other file is converted whole at open.
     """
 
     def __init__(
