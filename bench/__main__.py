@@ -37,6 +37,7 @@ class Plan:
     lengths: list[float]
     barge_runs: int
     barge_count: int  # barge-ins per run
+    load_rounds: int  # runs of each client under load, interleaved
     load_warmup_s: float
     load_s: float
     sessions_s: float
@@ -44,11 +45,11 @@ class Plan:
 
     @classmethod
     def full(cls, repeat: int) -> Plan:
-        return cls(repeat, [15.0, 1.0, 5.0, 1.0], repeat, 6, 5.0, 60.0, 100.0, 20.0)
+        return cls(repeat, [15.0, 1.0, 5.0, 1.0], repeat, 6, repeat, 5.0, 60.0, 100.0, 20.0)
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(1, [1.0, 1.0], 1, 1, 1.0, 5.0, 11.0, 4.0)
+        return cls(1, [1.0, 1.0], 1, 1, 1, 1.0, 5.0, 11.0, 4.0)
 
 
 def log(message: str) -> None:
@@ -61,7 +62,7 @@ def run(plan: Plan, work: Path) -> dict[str, Any]:
         jobs.append((f"commit{i}", lambda d: commit_turns(d, plan.lengths)))
     for i in range(plan.barge_runs):
         jobs.append((f"barge{i}", lambda d: barge_ins(d, plan.barge_count)))
-    jobs.append(("load", lambda d: load(d, plan.load_warmup_s, plan.load_s)))
+    jobs.append(("load", lambda d: load(d, plan.load_warmup_s, plan.load_s, plan.load_rounds)))
     jobs.append(("sessions", lambda d: sessions(d, plan.sessions_s, plan.sessions_warmup_s)))
 
     def one(name: str, job: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", action="store_true", help="one JSON object with issue 8's keys")
     p.add_argument("--quick", action="store_true", help="a smoke run: keys, not measurements")
-    p.add_argument("--repeat", type=int, default=2, help="runs of the cheap scenarios (2)")
+    p.add_argument("--repeat", type=int, default=2, help="runs of each scenario but sessions (2)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     args = p.parse_args(argv)
     if args.repeat < 1:

@@ -165,16 +165,21 @@ def sdk_load(
     return {"cpu_pct": cpu, "rss_mb": rss, "hwm_mb": hwm, "summary": done[0].split("done ", 1)[1]}
 
 
-def load(tmp: Path, warmup: float, seconds: float) -> dict[str, Any]:
+def load(tmp: Path, warmup: float, seconds: float, rounds: int = 1) -> dict[str, Any]:
+    """`rounds` runs of each client, interleaved (omnid, SDK, omnid, SDK …) so that a change in
+    what else the machine is doing falls on both; the report takes the medians."""
     images = tmp / "images"
     make_images(images)
-    for sub in ("omnid", "sdk"):
-        (tmp / sub).mkdir(exist_ok=True)
     key = make_key()
     sim = Simulator(tmp, key)
+    ours: list[dict[str, Any]] = []
+    theirs: list[dict[str, Any]] = []
     try:
-        ours = omnid_load(tmp / "omnid", images, sim, key, warmup, seconds)
-        theirs = sdk_load(tmp / "sdk", images, sim, key, warmup, seconds)
+        for i in range(rounds):
+            for sub in (f"omnid{i}", f"sdk{i}"):
+                (tmp / sub).mkdir()
+            ours.append(omnid_load(tmp / f"omnid{i}", images, sim, key, warmup, seconds))
+            theirs.append(sdk_load(tmp / f"sdk{i}", images, sim, key, warmup, seconds))
     finally:
         sim.stop()
     sent = [r for r in sim.wire("recv") if r["event"]["type"] == "input_image_buffer.append"]

@@ -58,8 +58,10 @@ def summarise(raw: dict[str, Any], longest: float) -> tuple[dict[str, float], di
     turns = [t for r in raw.values() for t in _turns(r)]
     play = numbers(turns, "OMNID_PLAY_MS")
     ready = [r["ready_s"] for r in raw.values() if "ready_s" in r]
-    ready += [raw["load"]["omnid"]["ready_s"]]
     ld, ss = raw["load"], raw["sessions"]
+    ready += [run["ready_s"] for run in ld["omnid"]]
+    cpu = statistics.median(run["cpu_pct"] for run in ld["omnid"])
+    sdk_cpu = statistics.median(run["cpu_pct"] for run in ld["sdk"])
     figures = {
         "commit_ms_p50": pct([ms for _, ms in commits], 50),
         "commit_ms_p95": pct([ms for _, ms in commits], 95),
@@ -68,11 +70,11 @@ def summarise(raw: dict[str, Any], longest: float) -> tuple[dict[str, float], di
         "first_audio_ms_p95": pct(play, 95),
         "barge_in_ms_p95": pct(barge, 95),
         "rollover_lost_samples": ss["lost"],
-        "cpu_pct": ld["omnid"]["cpu_pct"],
-        "rss_mb": ld["omnid"]["rss_mb"],
-        "sdk_cpu_pct": ld["sdk"]["cpu_pct"],
-        "sdk_rss_mb": ld["sdk"]["rss_mb"],
-        "cpu_ratio_vs_sdk": ld["omnid"]["cpu_pct"] / max(ld["sdk"]["cpu_pct"], 1e-9),
+        "cpu_pct": cpu,
+        "rss_mb": statistics.median(run["rss_mb"] for run in ld["omnid"]),
+        "sdk_cpu_pct": sdk_cpu,
+        "sdk_rss_mb": statistics.median(run["rss_mb"] for run in ld["sdk"]),
+        "cpu_ratio_vs_sdk": cpu / max(sdk_cpu, 1e-9),
         "ready_s": statistics.median(ready),
         "rss_growth_mb": ss["rss_end_mb"] - ss["rss_after_warmup_mb"],
     }
@@ -91,11 +93,13 @@ def summarise(raw: dict[str, Any], longest: float) -> tuple[dict[str, float], di
         "turns": outcomes,
         "ready_samples": len(ready),
         "load": {
-            "omnid_hwm_mb": ld["omnid"]["hwm_mb"],
-            "sdk_hwm_mb": ld["sdk"]["hwm_mb"],
+            "omnid_hwm_mb": max(run["hwm_mb"] for run in ld["omnid"]),
+            "sdk_hwm_mb": max(run["hwm_mb"] for run in ld["sdk"]),
+            "omnid_cpu": [run["cpu_pct"] for run in ld["omnid"]],
+            "sdk_cpu": [run["cpu_pct"] for run in ld["sdk"]],
             "images_sent": ld["images_sent"],
             "simulator_errors": ld["errors"],
-            "sdk": ld["sdk"]["summary"],
+            "sdk": ld["sdk"][-1]["summary"],
         },
         "sessions": {
             k: ss[k]
@@ -107,10 +111,14 @@ def summarise(raw: dict[str, Any], longest: float) -> tuple[dict[str, float], di
     return figures, details
 
 
+def _runs(values: list[float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
 def _turns(result: dict[str, Any]) -> list[dict[str, str]]:
     if "turns" in result:
         return list(result["turns"])
-    return list(result.get("omnid", {}).get("turns", []))
+    return [t for run in result.get("omnid", []) for t in run["turns"]]
 
 
 def table(figures: dict[str, float], details: dict[str, Any], info: dict[str, str]) -> str:
@@ -135,9 +143,11 @@ def table(figures: dict[str, float], details: dict[str, Any], info: dict[str, st
         f"{s['duplicated']} sent twice, {s['foreign']} not from the mic",
         f"  RSS {d['rss_after_warmup_mb']:.1f} MB after warm-up → {d['rss_end_mb']:.1f} MB "
         "at the end",
-        f"load: {d['load']['images_sent']} images sent, {d['load']['simulator_errors']} "
-        f"simulator errors; peak RSS omnid {d['load']['omnid_hwm_mb']:.1f} MB, SDK "
-        f"{d['load']['sdk_hwm_mb']:.1f} MB; SDK client: {d['load']['sdk']}",
+        f"load: CPU per run omnid {_runs(d['load']['omnid_cpu'])}, SDK "
+        f"{_runs(d['load']['sdk_cpu'])} %; {d['load']['images_sent']} images sent, "
+        f"{d['load']['simulator_errors']} simulator errors; peak RSS omnid "
+        f"{d['load']['omnid_hwm_mb']:.1f} MB, SDK {d['load']['sdk_hwm_mb']:.1f} MB; "
+        f"SDK client: {d['load']['sdk']}",
         "",
         f"machine: {info['cpu']}, {info['cores']} cores, {info['memory']} RAM, "
         f"{info['arch']}, Linux {info['kernel']}, Python {info['python']}; load average "
