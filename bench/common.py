@@ -157,6 +157,20 @@ class CpuWindow:
         return 100 * (cpu_seconds(self.pid) - self.cpu0) / (time.monotonic() - self.wall0)
 
 
+def rss_over(pid: int, seconds: float) -> list[float]:
+    """VmRSS once a second for `seconds` (the caller's measuring window). Its median is the
+    figure: one reading can land on a camera frame's buffers in flight (~3 MB for a moment)."""
+    start, samples = time.monotonic(), []
+    for k in range(1, int(seconds) + 1):
+        sleep_until(start + k)
+        try:
+            samples.append(rss_mb(pid))
+        except (OSError, RuntimeError):  # it exited: the caller finds out and says why
+            break
+    sleep_until(start + seconds)
+    return samples
+
+
 def sleep_until(deadline: float) -> None:
     """Sleep until `deadline` on the monotonic clock."""
     time.sleep(max(0.0, deadline - time.monotonic()))

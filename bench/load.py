@@ -10,6 +10,7 @@ window after the same warm-up.
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import threading
@@ -28,6 +29,7 @@ from bench.common import (
     launch,
     make_key,
     rss_mb,
+    rss_over,
     sleep_until,
     speech,
     timeline,
@@ -80,14 +82,23 @@ def omnid_load(
         wall0 = daemon.audio_started_wall()
         time.sleep(max(0.0, wall0 + warmup - time.time()))
         window = CpuWindow(daemon.proc.pid)
-        time.sleep(seconds)
+        samples = rss_over(daemon.proc.pid, seconds)
+        if not samples:
+            raise RuntimeError("omnid run exited under load:\n" + daemon.output())
         cpu = window.pct()
-        rss = rss_mb(daemon.proc.pid)
+        rss = statistics.median(samples)
         hwm = rss_mb(daemon.proc.pid, "VmHWM")
         turns = daemon.records("turn")
     finally:
         daemon.stop()
-    return {"cpu_pct": cpu, "rss_mb": rss, "hwm_mb": hwm, "turns": turns, "ready_s": daemon.ready_s}
+    return {
+        "cpu_pct": cpu,
+        "rss_mb": rss,
+        "rss_range_mb": (min(samples), max(samples)),
+        "hwm_mb": hwm,
+        "turns": turns,
+        "ready_s": daemon.ready_s,
+    }
 
 
 class _Child:
@@ -152,17 +163,23 @@ def sdk_load(
         start = time.monotonic()
         sleep_until(start + warmup)
         window = CpuWindow(child.proc.pid)
-        time.sleep(seconds)
-        if child.proc.poll() is None:
+        samples = rss_over(child.proc.pid, seconds)
+        if child.proc.poll() is None and samples:
             cpu = window.pct()
-            rss = rss_mb(child.proc.pid)
+            rss = statistics.median(samples)
             hwm = rss_mb(child.proc.pid, "VmHWM")
     finally:
         out = child.finish(20)
     done = [ln for ln in out.splitlines() if "sdk client: done" in ln]
     if child.proc.returncode != 0 or not done or not cpu:
         raise RuntimeError("sdk client failed:\n" + out)
-    return {"cpu_pct": cpu, "rss_mb": rss, "hwm_mb": hwm, "summary": done[0].split("done ", 1)[1]}
+    return {
+        "cpu_pct": cpu,
+        "rss_mb": rss,
+        "rss_range_mb": (min(samples), max(samples)),
+        "hwm_mb": hwm,
+        "summary": done[0].split("done ", 1)[1],
+    }
 
 
 def load(tmp: Path, warmup: float, seconds: float, rounds: int = 1) -> dict[str, Any]:

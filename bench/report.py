@@ -96,6 +96,7 @@ def summarise(raw: dict[str, Any], longest: float) -> tuple[dict[str, float], di
             "omnid_hwm_mb": max(run["hwm_mb"] for run in ld["omnid"]),
             "sdk_hwm_mb": max(run["hwm_mb"] for run in ld["sdk"]),
             "omnid_cpu": [run["cpu_pct"] for run in ld["omnid"]],
+            "omnid_rss": [run["rss_range_mb"] for run in ld["omnid"]],
             "sdk_cpu": [run["cpu_pct"] for run in ld["sdk"]],
             "images_sent": ld["images_sent"],
             "simulator_errors": ld["errors"],
@@ -144,7 +145,9 @@ def table(figures: dict[str, float], details: dict[str, Any], info: dict[str, st
         f"  RSS {d['rss_after_warmup_mb']:.1f} MB after warm-up → {d['rss_end_mb']:.1f} MB "
         "at the end",
         f"load: CPU per run omnid {_runs(d['load']['omnid_cpu'])}, SDK "
-        f"{_runs(d['load']['sdk_cpu'])} %; {d['load']['images_sent']} images sent, "
+        f"{_runs(d['load']['sdk_cpu'])} %; omnid RSS over each window "
+        f"{', '.join(f'{lo:.1f}–{hi:.1f}' for lo, hi in d['load']['omnid_rss'])} MB; "
+        f"{d['load']['images_sent']} images sent, "
         f"{d['load']['simulator_errors']} simulator errors; peak RSS omnid "
         f"{d['load']['omnid_hwm_mb']:.1f} MB, SDK {d['load']['sdk_hwm_mb']:.1f} MB; "
         f"SDK client: {d['load']['sdk']}",
