@@ -12,14 +12,13 @@ import queue
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from omnid import events as ev
 from omnid import protocol
 from omnid.config import Config
 from omnid.control import answer
+from omnid.devices import Output
 from omnid.earcons import Earcons
 from omnid.interface import DeviceInterface
 from omnid.quota import DailyBudget
@@ -38,17 +37,6 @@ TICK_S = 0.1
 MIN_TURN_S = 0.3  # a shorter press is a tap (or a bump of the button), not speech
 RESPONSE_TIMEOUT_S = 20.0  # commit sent, nothing back: the answer is not coming
 OFFLINE_TURN_TIMEOUT_S = 30.0  # released while offline: give up after this long
-
-
-class Output(Protocol):
-    """What the conversation needs of the speaker (omnid.audio.Speaker)."""
-
-    volume: float
-
-    def play(self, pcm: np.ndarray, *, last: bool = False) -> None: ...
-    def flush(self) -> None: ...
-    @property
-    def queued_s(self) -> float: ...
 
 
 class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
@@ -243,10 +231,8 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
             return
         turn.released_t = t
         if self.devices is not None:  # the end of the utterance, not yet handed over in a batch
-            block_s = self.cfg.audio.block_ms / 1000
-            for block in self.devices.batcher.drain():
-                if block.t - block_s < t:  # begun before the release
-                    self._on_mic(block)
+            for block in self.devices.batcher.drain(begun_before=t):
+                self._on_mic(block)
         if turn.audio_s < MIN_TURN_S:
             log.info("press of %.2f s ignored (shorter than %.1f s)", turn.audio_s, MIN_TURN_S)
             self.turn, self.state = None, "idle"

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -44,6 +44,7 @@ class MicBatcher:
 
     def __init__(self, post: Callable[[ev.Event], None], block_ms: int) -> None:
         self._post = post
+        self.block_ms = block_ms
         self.every = max(1, MIC_BATCH_MS // block_ms)
         self._blocks: list[ev.MicBlock] = []
         self._lock = threading.Lock()
@@ -55,10 +56,24 @@ class MicBatcher:
                 self._post(ev.MicBatch(self._blocks, t))
                 self._blocks = []
 
-    def drain(self) -> list[ev.MicBlock]:
+    def drain(self, begun_before: float) -> list[ev.MicBlock]:
+        """The blocks not yet posted that began before `begun_before` (the rest are dropped:
+        they were recorded after the moment that ends the turn)."""
         with self._lock:
             blocks, self._blocks = self._blocks, []
-        return blocks
+        block_s = self.block_ms / 1000
+        return [b for b in blocks if b.t - block_s < begun_before]
+
+
+class Output(Protocol):
+    """What the conversation needs of a speaker: `omnid.audio.Speaker`, or the stand-in below."""
+
+    volume: float
+
+    def play(self, pcm: np.ndarray, *, last: bool = False) -> None: ...
+    def flush(self) -> None: ...
+    @property
+    def queued_s(self) -> float: ...
 
 
 class SilentSpeaker:
@@ -101,7 +116,7 @@ class AudioDevices:
     def open(self) -> tuple[Microphone, Speaker]:
         """Open and start both; raises AudioDeviceError naming what is missing."""
         a = self.audio
-        self.batcher.every = max(1, MIC_BATCH_MS // a.block_ms)  # block_ms may have been reloaded
+        self.batcher = MicBatcher(self._post, a.block_ms)  # block_ms may have been reloaded
         mic, speaker = open_audio(
             a.input_device,
             a.output_device,

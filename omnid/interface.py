@@ -17,7 +17,7 @@ from omnid.volume import VolumeStore, apply, to_gain
 
 if TYPE_CHECKING:
     from omnid.config import Config
-    from omnid.conversation import Output
+    from omnid.devices import Output
     from omnid.led import StatusLed
     from omnid.quota import DailyBudget
     from omnid.session import Session

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from omnid.config import Config
-    from omnid.conversation import Output
+    from omnid.devices import Output
     from omnid.quota import DailyBudget
     from omnid.session import Session
     from omnid.supervisor import Journal
