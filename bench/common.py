@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.harness import Daemon, NotifySocket, Simulator, make_key, write_config
+from tests.harness import Daemon, NotifySocket, Simulator, make_key, write_config, write_wav
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_RATE, OUT_RATE = 16_000, 24_000
@@ -27,7 +27,7 @@ VAD = '[session]\nmode = "vad"\n[session.vad]\ntype = "server_vad"\n'
 MODEL = "qwen3-omni-flash-realtime"  # server VAD only: the same turn detection for omnid and SDK
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-__all__ = ["Daemon", "Simulator", "make_key", "write_config"]
+__all__ = ["Daemon", "Simulator", "make_key", "write_config", "write_wav"]
 
 
 # ------------------------------------------------------------------ audio timelines
@@ -36,14 +36,6 @@ __all__ = ["Daemon", "Simulator", "make_key", "write_config"]
 def read_wav(path: Path) -> np.ndarray:
     with wave.open(str(path), "rb") as w:
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").copy()
-
-
-def write_wav(path: Path, pcm: np.ndarray, rate: int = IN_RATE) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
 
 
 def speech(seconds: float) -> np.ndarray:

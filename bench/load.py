@@ -11,9 +11,6 @@ window after the same warm-up.
 from __future__ import annotations
 
 import statistics
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from bench.common import (
-    ROOT,
     VAD,
     CpuWindow,
     Simulator,
@@ -35,7 +31,7 @@ from bench.common import (
     timeline,
 )
 from bench.sdk_client import KEY_ENV
-from tests.harness import clean_env
+from tests.harness import Process, clean_env
 
 UTTERANCE_S, EVERY_S = 3.0, 10.0
 
@@ -101,47 +97,16 @@ def omnid_load(
     }
 
 
-class _Child:
-    """The SDK driver process, its output collected (and checked for the key, as the daemon's)."""
+class _Child(Process):
+    """The SDK driver process, its output collected and checked for the key, as the daemon's."""
 
     def __init__(self, args: list[str], key: str) -> None:
-        self.key = key
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.sdk_client", *args],
-            cwd=ROOT,
-            env=clean_env(**{KEY_ENV: key}),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_line(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.lines):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                time.sleep(0.2)
-                raise RuntimeError("sdk client failed:\n" + "\n".join(self.lines))
-            time.sleep(0.01)
+        super().__init__(args, clean_env(**{KEY_ENV: key}), key, module="bench.sdk_client")
 
     def finish(self, timeout: float) -> str:
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(2)
-        out = "\n".join(self.lines)
-        if self.key in out:
-            raise RuntimeError("API key leaked in the SDK client's output")
-        return out
+        """Wait for it to end on its own (it runs for `--seconds`); its output."""
+        self.wait(timeout)
+        return self.output()
 
 
 def sdk_load(
@@ -159,7 +124,7 @@ def sdk_load(
     child = _Child(args, key)
     cpu = rss = hwm = 0.0
     try:
-        child.wait_line("streaming", 30)
+        child.wait_for(lambda line: "streaming" in line, 30)
         start = time.monotonic()
         sleep_until(start + warmup)
         window = CpuWindow(child.proc.pid)

@@ -19,9 +19,12 @@ import subprocess
 import sys
 import threading
 import time
+import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from omnid.control import ctl
 
@@ -53,15 +56,19 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 class Process:
-    """A child process whose stdout and stderr are collected line by line."""
+    """A child process whose stdout and stderr are collected line by line; `omnid …` unless
+    another module is named (the benchmark runs the SDK driver the same way)."""
 
-    def __init__(self, args: list[str], env: dict[str, str], secret: str) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], secret: str, module: str = "omnid.cli"
+    ) -> None:
         self.args = args
+        self.name = f"omnid {args[0]}" if module == "omnid.cli" else module
         self.secret = secret
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "omnid.cli", *args],
+            [sys.executable, "-m", module, *args],
             env=env,
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -90,7 +97,7 @@ class Process:
                 left = deadline - time.monotonic()
                 if left <= 0 or (self.proc.poll() is not None and seen == len(self.lines)):
                     raise AssertionError(
-                        f"omnid {self.args[0]}: expected line not seen; output:\n" + self.output()
+                        f"{self.name}: expected line not seen; output:\n" + self.output()
                     )
                 self._cond.wait(min(left, 0.2))
 
@@ -127,13 +134,18 @@ class Process:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float) -> int:
+        """Its exit status (killed after `timeout`), once its output has been checked for the
+        key."""
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait()
         self._reader.join(2)
-        assert self.secret not in self.output(), f"API key leaked in omnid {self.args[0]} output"
+        assert self.secret not in self.output(), f"API key leaked in {self.name} output"
         return code
 
 
@@ -160,6 +172,15 @@ class Simulator(Process):
             for r in self.record()
             if r.get("dir") in ("recv", "send") and (direction is None or r["dir"] == direction)
         ]
+
+
+def write_wav(path: Path, pcm: np.ndarray, rate: int = 16_000, channels: int = 1) -> None:
+    """16-bit PCM WAV (`pcm` interleaved when `channels` > 1)."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.asarray(pcm).astype("<i2").tobytes())
 
 
 def wav_devices(tmp: Path, *settings: str, mic: str = "mic.wav", spk: str = "spk.wav") -> str:

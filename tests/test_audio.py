@@ -31,6 +31,7 @@ from omnid.audio import (
 from omnid.audio.portaudio import PortAudioMicrophone, PortAudioSpeaker, negotiate
 from omnid.audio.wav import WavClock, WavMicrophone, WavSpeaker
 from tests.alsa_rig import AlsaFifoRig
+from tests.harness import write_wav
 
 Samples = npt.NDArray[np.int16]
 BLOCK_MS = 20
@@ -406,14 +407,6 @@ def test_48k_device_resamples_both_ways(tmp_path: Path) -> None:
 
 
 # -- the wav: backend ------------------------------------------------------------------------------
-
-
-def write_wav(path: Path, samples: Samples, rate: int = WIRE_IN, channels: int = 1) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.astype("<i2").tobytes())
 
 
 def read_wav(path: Path) -> tuple[Samples, int]:

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -42,7 +41,7 @@ from omnid.led import PATTERNS, Pattern
 from omnid.supervisor import Journal
 from omnid.volume import to_gain
 from tests.alsa_rig import AlsaFifoRig
-from tests.harness import ROOT, Simulator, make_key, wav_devices, write_config
+from tests.harness import ROOT, Simulator, make_key, wav_devices, write_config, write_wav
 from tests.harness import Daemon as DaemonProcess
 from tests.test_turn_wav import (
     BLOCK_S,
@@ -65,14 +64,8 @@ EARCONS = Earcons.generate()
 
 
 def write_mic(path: Path, utterance: np.ndarray, lead_s: float = LEAD_S) -> None:
-    pcm = np.concatenate(
-        [np.zeros(int(lead_s * IN_RATE), np.int16), utterance, np.zeros(IN_RATE, np.int16)]
-    )
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(IN_RATE)
-        w.writeframes(pcm.tobytes())
+    silence = np.zeros(int(lead_s * IN_RATE), np.int16)
+    write_wav(path, np.concatenate([silence, utterance, np.zeros(IN_RATE, np.int16)]))
 
 
 def sleep_until(wall: float) -> None:

@@ -9,14 +9,13 @@ way a loudspeaker next to a microphone does.
 from __future__ import annotations
 
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 import soxr
 
 from tests.alsa_rig import AlsaFifoRig
-from tests.harness import Daemon, Simulator, make_key, wav_devices, write_config
+from tests.harness import Daemon, Simulator, make_key, wav_devices, write_config, write_wav
 from tests.test_turn_wav import IN_RATE, OUT_RATE, best_correlation, read_wav, speech, vowel
 
 VAD = '[session]\nmode = "vad"\n[session.vad]\ntype = "server_vad"\n'
@@ -29,11 +28,7 @@ def timeline(path: Path, parts: list[tuple[float, np.ndarray | None]]) -> dict[i
     for at, utterance in parts:
         if utterance is not None:
             pcm[int(at * IN_RATE) : int(at * IN_RATE) + len(utterance)] = utterance
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(IN_RATE)
-        w.writeframes(pcm.tobytes())
+    write_wav(path, pcm)
     return {i: at for i, (at, _) in enumerate(parts)}
 
 

@@ -17,7 +17,7 @@ import pytest
 import soxr
 
 from omnid.demo import bundled_sample
-from tests.harness import Daemon, Simulator, make_key, wav_devices, write_config
+from tests.harness import Daemon, Simulator, make_key, wav_devices, write_config, write_wav
 
 IN_RATE, OUT_RATE = 16_000, 24_000
 BLOCK_S = 0.020
@@ -45,14 +45,8 @@ def vowel(seconds: float) -> np.ndarray:
 
 
 def write_input(path: Path, utterance: np.ndarray) -> None:
-    pcm = np.concatenate(
-        [np.zeros(int(LEAD_S * IN_RATE), np.int16), utterance, np.zeros(IN_RATE, np.int16)]
-    )
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(IN_RATE)
-        w.writeframes(pcm.tobytes())
+    silence = np.zeros(int(LEAD_S * IN_RATE), np.int16)
+    write_wav(path, np.concatenate([silence, utterance, np.zeros(IN_RATE, np.int16)]))
 
 
 def best_correlation(haystack: np.ndarray, needle: np.ndarray) -> float:
@@ -89,11 +83,7 @@ def test_a_held_turn_sends_exactly_the_audio_between_press_and_release(tmp_path:
     key = make_key()
     rng = np.random.default_rng(11)
     mic = rng.integers(-3000, 3001, 16 * IN_RATE).astype(np.int16)
-    with wave.open(str(tmp_path / "mic.wav"), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(IN_RATE)
-        w.writeframes(mic.tobytes())
+    write_wav(tmp_path / "mic.wav", mic)
     sim = Simulator(tmp_path, key)
     config = write_config(
         tmp_path,
