@@ -445,6 +445,71 @@ def test_drop_every_s_drops_each_connection_in_its_window(make_sim: Callable[...
     assert 0.15 <= time.monotonic() - started <= 1.5
 
 
+def no_frame_within(ws: websocket.WebSocket, seconds: float) -> bool:
+    """True when nothing at all (no event, no pong, no close) arrives for `seconds` and the
+    socket is still open: what a stalled peer looks like from the client."""
+    ws.settimeout(seconds)
+    try:
+        ws.recv_data(control_frame=True)
+    except websocket.WebSocketTimeoutException:
+        return True
+    return False
+
+
+def test_stall_after_events_stops_reading_and_sending_but_keeps_the_socket(
+    make_sim: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A stalled service shows no error: the socket stays open, events go unanswered and —
+    unlike a merely slow server — so do pings (websockets answers them only while it reads)."""
+    record = tmp_path / "wire.jsonl"
+    ws = connect(make_sim(stall_after_events=2, record=str(record)))
+    manual(ws)  # session.created, session.updated: two events, then the stall
+    ws.ping(b"anyone?")
+    send(ws, "input_audio_buffer.clear")  # would be answered by input_audio_buffer.cleared
+    assert no_frame_within(ws, 1.5), "the stalled connection answered"
+    ws.ping(b"still there?")  # the socket still takes data: no RST, no close
+    time.sleep(0.2)
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    stalls = [line for line in lines if line["dir"] == "conn" and line["what"] == "stall"]
+    assert len(stalls) == 1 and stalls[0]["events_sent"] == 2
+    assert stalls[0]["why"] == "stall-after-events 2"
+    after = [line for line in lines if line["t"] > stalls[0]["t"] and line["dir"] != "conn"]
+    assert after == [], "the simulator read or sent something after stalling"
+    assert not [line for line in lines if line["dir"] == "conn" and line["what"] == "close"]
+
+
+def test_faulty_connections_limits_the_faults_to_the_first_ones(
+    make_sim: Callable[..., Any],
+) -> None:
+    """With `--faulty-connections 1` the first connection stalls (or drops) and the next one is
+    served normally, so a client's recovery can be tested end to end."""
+    sim = make_sim(stall_after_events=1, faulty_connections=1)
+    first = connect(sim)
+    assert recv(first)["type"] == "session.created"
+    first.ping(b"1")
+    assert no_frame_within(first, 1.0)
+    second = connect(sim)
+    manual(second)  # more than one event: not stalled
+    second.ping(b"2")
+    opcode, data = second.recv_data(control_frame=True)
+    assert (opcode, data) == (websocket.ABNF.OPCODE_PONG, b"2")
+
+    dropping = make_sim(drop_after_events=1, faulty_connections=1)
+    first = connect(dropping)
+    recv(first)
+    with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+        first.recv_data(control_frame=True)
+    manual(connect(dropping))
+
+
+def test_stall_flags_on_the_command_line() -> None:
+    from omnid.simulator.options import parse_options
+
+    opts = parse_options(["--stall-after-events", "3", "--faulty-connections", "1"])
+    assert (opts.stall_after_events, opts.faulty_connections) == (3, 1)
+    assert parse_options([]).faulty_connections is None  # default: every connection
+
+
 def test_refuse_status_429(make_sim: Callable[..., Any]) -> None:
     sim = make_sim(refuse_status=429)
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:

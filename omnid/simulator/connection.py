@@ -2,8 +2,14 @@
 
 Everything that concerns the *socket* rather than the conversation lives here — stamping
 `event_id`, recording both directions, the service's limits (maximum session age, idle close)
-and the injected faults (abrupt drops, 1007 at the first response) — so the session logic stays
-free of timing and transport concerns.
+and the injected faults (abrupt drops, stalls, 1007 at the first response) — so the session logic
+stays free of timing and transport concerns.
+
+A stall is the failure a client cannot see as an error: the peer stops reading and sending but the
+TCP connection stays up (a hung server, a half-dead NAT entry, a Wi-Fi link in power save). Only
+the client's own read timeout can find it, so the simulator must really stop reading: websockets
+answers pings by itself while it reads, so the transport's reading is paused and the frames
+already buffered are left unconsumed (consuming them could make websockets resume reading).
 
 Close codes for the limits are not documented (protocol.md, "Things nobody outside the service can
 settle"); the simulator uses 1000 for both, with a descriptive reason. Clients must not rely on it.
@@ -58,6 +64,7 @@ class Connection:
         options: SimOptions,
         recorder: Recorder,
         rng: random.Random,
+        faulty: bool = True,
     ) -> None:
         self.ws = ws
         self.options = options
@@ -71,12 +78,17 @@ class Connection:
         )
         self.sid = self.session.id
         self._events_sent = 0
-        self._dead = False  # dropped or closed by us: send nothing more
+        self._dead = False  # dropped, closed or stalled by us: send nothing more
+        self._stalled = False  # reading paused as well: the socket is open but nobody is home
         self._ended_by = "client"
         # Drawn now, in connection order, so a --seed makes a run of drops reproducible.
         self._drop_after_s = (
             rng.uniform(0.5, 1.5) * options.drop_every_s if options.drop_every_s else None
         )
+        # --faulty-connections: only the first K connections meet the per-connection faults.
+        self._faulty = faulty
+        if not faulty:
+            self._drop_after_s = None
 
     async def send(self, event: Event) -> None:
         """Stamp, record and send one server event; silently nothing once the socket is gone."""
@@ -92,9 +104,24 @@ class Connection:
             self._dead = True
             return
         self._events_sent += 1
+        if not self._faulty:
+            return
         limit = self.options.drop_after_events
         if limit is not None and self._events_sent >= limit:
             await self.drop(f"drop-after-events {limit}")
+        stall = self.options.stall_after_events
+        if stall is not None and self._events_sent >= stall:
+            self.stall(f"stall-after-events {stall}")
+
+    def stall(self, why: str) -> None:
+        """Stop reading and sending, keep the socket open: no close frame, no FIN, no pong."""
+        if self._dead:
+            return
+        self._dead = self._stalled = True
+        self._ended_by = "stall"
+        self.ws.transport.pause_reading()
+        log.info("session %s: stalling the connection (%s)", self.sid, why)
+        self.recorder.conn(self.sid, "stall", why=why, events_sent=self._events_sent)
 
     async def drop(self, why: str) -> None:
         """Abrupt TCP close, no close frame (what a NAT timeout or a dead link looks like)."""
@@ -120,7 +147,16 @@ class Connection:
         try:
             await self.session.start()
             async for message in self.ws:
+                if self._stalled:
+                    break
                 await self._on_message(message)
+                if self._stalled:
+                    break
+            if self._stalled:
+                # Taking a frame may have let websockets resume reading (its flow control):
+                # pause again before the loop runs, then wait for the server to shut down.
+                self.ws.transport.pause_reading()
+                await self.ws.wait_closed()
         except ConnectionClosed:
             pass
         finally:

@@ -28,6 +28,8 @@ class SimOptions:
     seed: int | None = None
     drop_after_events: int | None = None
     drop_every_s: float | None = None
+    stall_after_events: int | None = None
+    faulty_connections: int | None = None  # None: every connection meets the faults above
     refuse_status: int | None = None
     close_1007_on_response: bool = False
     long_close_reason: bool = False
@@ -93,6 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=fl,
         metavar="S",
         help="abort each connection after a random 0.5·S…1.5·S seconds",
+    )
+    faults.add_argument(
+        "--stall-after-events",
+        type=it,
+        metavar="N",
+        help=(
+            "after N server events, stop reading and sending on the connection but keep its "
+            "socket open (pings go unanswered): a dead link that shows no error"
+        ),
+    )
+    faults.add_argument(
+        "--faulty-connections",
+        type=it,
+        metavar="K",
+        help=(
+            "apply --drop-after-events, --drop-every-s and --stall-after-events to the first K "
+            "connections only (default: to every connection), so a client can recover"
+        ),
     )
     faults.add_argument(
         "--refuse-status",

@@ -3,12 +3,13 @@
 Line format (each line flushed as written, so a test may read the file while the simulator runs):
 
     {"t": <time.time()>, "session": "sess_…" | null, "dir": "recv" | "send", "event": {…}}
-    {"t": …, "session": …, "dir": "conn", "what": "open" | "close" | "refused" | "drop", …}
+    {"t": …, "session": …, "dir": "conn", "what": "open" | "close" | "refused" | "drop" | "stall"}
     {"t": …, "session": …, "dir": "note", "what": "ignored_fields", "fields": […]}
 
 `recv` lines hold the client event as parsed (`"event": null, "raw": "…"` when it was not JSON);
 `send` lines hold the server event exactly as serialised on the wire, audio payloads included,
-so a test can correlate what it played with what was sent. The API key is never recorded.
+so a test can correlate what it played with what was sent; `conn` lines carry what explains
+them (`peer`, `code`, `by`, `why`, `events_sent`…). The API key is never recorded.
 """
 
 from __future__ import annotations

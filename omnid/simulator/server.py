@@ -50,6 +50,7 @@ class Simulator:
         self._rng = random.Random(options.seed)
         self._server: Server | None = None
         self.port = options.port
+        self._accepted = 0  # connections so far, for --faulty-connections
 
     @property
     def url(self) -> str:
@@ -130,4 +131,7 @@ class Simulator:
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None  # the handler only runs after a successful upgrade
         model = MODELS[parse_qs(urlsplit(ws.request.path).query)["model"][0]]
-        await Connection(ws, model, self.options, self.recorder, self._rng).run()
+        self._accepted += 1
+        limit = self.options.faulty_connections
+        faulty = limit is None or self._accepted <= limit
+        await Connection(ws, model, self.options, self.recorder, self._rng, faulty).run()
