@@ -25,6 +25,7 @@ from typing import Any, TypeVar, cast
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from omnid.config_schema import (
+    RESTART_ONLY,
     SECTIONS,
     ApiSection,
     AudioSection,
@@ -167,6 +168,24 @@ def load_config(path: Path | str | None = None, *, require_api_key: bool = False
 
 
 # --- reading the file --------------------------------------------------------------------------
+
+
+def keep_restart_only(new: Config, running: Config) -> tuple[Config, list[str]]:
+    """`new` with the running values of what only a restart can change (`RESTART_ONLY`), and
+    the names of those that differ, for the reload's log line."""
+    changed: list[str] = []
+    update: dict[str, Any] = {}
+    session = new.session
+    for name in RESTART_ONLY:
+        if name == "session.mode":
+            if new.session.mode != running.session.mode:
+                changed.append(name)
+                session = session.model_copy(update={"mode": running.session.mode})
+        elif getattr(new, name) != getattr(running, name):
+            changed.append(f"[{name}]")
+            update[name] = getattr(running, name)
+    update["session"] = session
+    return new.model_copy(update=update), changed
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from omnid.config_schema import SECTIONS
+from omnid.config_schema import RESTART_ONLY, SECTIONS
 from omnid.config_sources import redact
 
 if TYPE_CHECKING:
@@ -24,6 +24,8 @@ def render_effective(cfg: Config) -> str:
         f"# file: {cfg.source_path}" if cfg.source_path else "# file: none (built-in defaults)",
         f"# api key: {note}",
         f"# voice: {cfg.effective_voice or '(the service default)'} ({info})",
+        "# a reload (SIGHUP) applies everything at the next idle moment except what needs a"
+        f" restart: {', '.join(RESTART_ONLY)}",
     ]
     for name in SECTIONS:
         _render_table(lines, name, getattr(cfg, name), cfg._env_sources)

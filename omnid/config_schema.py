@@ -338,6 +338,12 @@ class Config(BaseSettings):
         return self.session.voice or (info.default_voice if info else "")
 
 
+# What a reload (SIGHUP) cannot change in a running daemon: the devices, sockets and pins are
+# opened once, and the mode decides how the microphone and camera are wired. Everything else —
+# the endpoint, model, key, voice, instructions, VAD, carry-over, rollover, token limit, log
+# level — applies at the next idle moment, before the next turn starts.
+RESTART_ONLY = ("session.mode", "audio", "camera", "button", "led", "control")
+
 SECTIONS: dict[str, type[BaseModel]] = {
     name: info.annotation
     for name, info in Config.model_fields.items()

@@ -19,8 +19,10 @@ from omnid import protocol
 from omnid.config import Config
 from omnid.control import answer
 from omnid.devices import Output
+from omnid.diskwriter import DiskWriter
 from omnid.earcons import Earcons
 from omnid.interface import DeviceInterface
+from omnid.models import WIRE_INPUT_RATE
 from omnid.quota import DailyBudget
 from omnid.replies import ServiceEvents
 from omnid.session import Session, carry_over_instructions
@@ -37,6 +39,7 @@ TICK_S = 0.1
 MIN_TURN_S = 0.3  # a shorter press is a tap (or a bump of the button), not speech
 RESPONSE_TIMEOUT_S = 20.0  # commit sent, nothing back: the answer is not coming
 OFFLINE_TURN_TIMEOUT_S = 30.0  # released while offline: give up after this long
+HISTORY_TURNS = 50  # the most `session.carry_over_turns` allows; a reload may raise it
 
 
 class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
@@ -55,14 +58,11 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
         self.clock = clock
         self.queue: queue.SimpleQueue[ev.Event] = queue.SimpleQueue()
         self.session = Session(cfg, self.post, journal, clock)
-        keep = cfg.session.carry_over_turns
-        self.session.instructions = lambda: carry_over_instructions(
-            cfg.session.instructions, list(self.history)[-keep:] if keep else []
-        )
+        self.session.instructions = self._instructions
         self.state = "idle"  # idle | listening | thinking | speaking
         self.vad = cfg.session.mode == "vad"
         self.uplink = Uplink(cfg.audio.echo_guard, cfg.audio.echo_tail_ms, cfg.audio.max_turn_s)
-        self.history: deque[Turn] = deque(maxlen=max(1, cfg.session.carry_over_turns))
+        self.history: deque[Turn] = deque(maxlen=HISTORY_TURNS)
         self._dead: deque[str] = deque(maxlen=8)  # responses we cancelled: ignore their tail
         self.turn: Turn | None = None
         self.turns = 0
@@ -82,9 +82,20 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
         self.devices: Any = None
         self.audio_trouble = ""
         self._pending_cfg: Config | None = None
+        self._wait_key: tuple[int, bool, bool] | None = None  # what the thinking clock times
+        self._wait_since = 0.0
+        self._active: set[str] = set()  # the service's responses running in this session
         self.budget = DailyBudget(cfg.usage.daily_token_limit, default_state_dir())
+        self.disk = DiskWriter()  # state files: never written on this thread
         self.camera: Any = None  # opened by open_camera(): a feed and its FramePolicy
         self.frames: Any = None
+
+    def _instructions(self) -> str:
+        """What a new session is told, from the configuration in force now (a reload swaps it)."""
+        keep = self.cfg.session.carry_over_turns
+        return carry_over_instructions(
+            self.cfg.session.instructions, list(self.history)[-keep:] if keep else []
+        )
 
     def post(self, event: ev.Event) -> None:
         """The only entry point for other threads: never blocks."""
@@ -108,6 +119,7 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
                 self._last_tick = now
                 self.tick(now)
         self.session.close()
+        self.disk.flush()
 
     def handle(self, event: ev.Event) -> None:
         try:
@@ -120,6 +132,11 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
             case ev.MicBatch():
                 for block in event.blocks:
                     self._on_mic(block)
+                if self.devices is not None:
+                    self.devices.batcher.handled()
+                turn = self.turn
+                if turn is not None and turn.released_t is not None and self.state == "listening":
+                    self.release(turn.released_t)  # the batch it waited for is in
                 return  # audio cannot change what STATUS or the LED show; tick() refreshes them
             case ev.MicBlock():
                 self._on_mic(event)
@@ -144,6 +161,8 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
             case ev.LinkClosed():
                 if self.session.on_closed(event.link, event.code, event.reason):
                     self._on_session_lost()
+                    if self.session.next_ready:  # mid-rollover: the successor takes over now
+                        self._swap()
             case ev.Stop():
                 log.info("stopping (%s)", event.reason)
                 self.running = False  # first: nothing after this may keep the loop alive
@@ -177,7 +196,11 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
         if self.state == "listening" and self.vad:
             if now - turn.started_t >= self.cfg.audio.max_turn_s:
                 self._lose(turn, "the service heard no end of speech")
-        elif self.state == "listening" and now - turn.started_t >= self.cfg.audio.max_turn_s:
+        elif (
+            self.state == "listening"
+            and turn.released_t is None
+            and now - turn.started_t >= self.cfg.audio.max_turn_s
+        ):
             log.warning(
                 "turn %d held past max_turn_s (%.0f s): sending it",
                 turn.number,
@@ -185,16 +208,25 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
             )
             self.release(now)
         elif self.state == "thinking":
-            if turn.commit_sent_t is not None and now - turn.commit_sent_t > RESPONSE_TIMEOUT_S:
-                self._lose(turn, "no answer from the service")
-            elif (
-                turn.commit_pending
-                and turn.released_t is not None
-                and (now - turn.released_t > OFFLINE_TURN_TIMEOUT_S)
-            ):
+            self._thinking_timeouts(turn, now)
+        elif self.state == "speaking" and self.speaker.queued_s <= 0:
+            if turn.response_done or turn.audio_done:  # response.done may never follow
+                self._finish(turn, "answered")
+            elif turn.last_audio_t is not None and now - turn.last_audio_t > RESPONSE_TIMEOUT_S:
+                self._lose(turn, "the answer stopped coming")
+
+    def _thinking_timeouts(self, turn: Turn, now: float) -> None:
+        """Every wait for the service ends: the clock starts when the wait does (the release,
+        the service's commit, or a replay after a drop), so no turn can wait for ever."""
+        key = (turn.number, turn.retried, turn.commit_pending)
+        if key != self._wait_key:
+            self._wait_key, self._wait_since = key, now
+        waited = now - self._wait_since
+        if turn.commit_pending:
+            if waited > OFFLINE_TURN_TIMEOUT_S:
                 self._lose(turn, f"offline for {OFFLINE_TURN_TIMEOUT_S:.0f} s after release")
-        elif self.state == "speaking" and turn.response_done and self.speaker.queued_s <= 0:
-            self._finish(turn, "answered")
+        elif waited > RESPONSE_TIMEOUT_S:
+            self._lose(turn, "no answer from the service")
 
     # ------------------------------------------------------------------ user actions
 
@@ -229,8 +261,12 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
         turn = self.turn
         if turn is None or self.state != "listening" or self.vad:
             return
-        turn.released_t = t
+        if turn.released_t is None:
+            turn.released_t = t
+        t = turn.released_t
         if self.devices is not None:  # the end of the utterance, not yet handed over in a batch
+            if self.devices.batcher.in_flight:
+                return  # a posted batch holds more of it: released again once it is handled
             for block in self.devices.batcher.drain(begun_before=t):
                 self._on_mic(block)
         if turn.audio_s < MIN_TURN_S:
@@ -248,6 +284,13 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
         if self.state in ("thinking", "speaking"):
             self._interrupt()
 
+    def _cancel_active(self) -> None:
+        """Cancel what the service is generating: nothing of it will be played."""
+        if self._active and self.session.ready:
+            self.session.send(protocol.response_cancel())
+        self._dead.extend(self._active)
+        self._active.clear()
+
     def _interrupt(self) -> None:
         """Stop the answer: silence the speaker now, then tell the service."""
         self.speaker.flush()
@@ -259,6 +302,8 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
             self._dead.append(turn.response_id)
         if turn.response_requested and not turn.response_done:
             self.session.send(protocol.response_cancel())
+            self._dead.extend(self._active)
+            self._active.clear()
         self._finish(turn, "cancelled")
 
     # ------------------------------------------------------------------ audio in
@@ -269,13 +314,16 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
             return  # nothing goes to the service until midnight
         pcm = self.uplink.mask(block.pcm, block.t)
         if self.vad:
-            self.uplink.stream(pcm, self.session.ready, self.send_append)
+            self.uplink.stream(pcm, block.t, self.session.ready, self.send_append)
             if self.turn is not None and self.state == "listening":
                 self.turn.add(pcm)  # kept for a replay should the link drop before the answer
             return
         turn = self.turn
         if turn is None or self.state != "listening" or block.t <= turn.started_t:
             return  # a block that ended before the press came in the same batch as the press
+        begun = block.t - len(pcm) / WIRE_INPUT_RATE
+        if turn.released_t is not None and begun >= turn.released_t - 1e-3:
+            return  # begun after the release (it came in the batch the release waited for)
         turn.add(pcm)
         self._stream(turn, final=False)
 
@@ -301,6 +349,7 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
         turn.commit_sent_t = self.clock()
         turn.commit_pending = False
         self.vision("commit")
+        self._cancel_active()  # one active response at a time: a stale one goes first
         if self.session.send(protocol.response_create()):
             turn.response_requested = True
 
@@ -308,6 +357,7 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
 
     def _swap(self) -> None:
         self.session.swap()
+        self._active.clear()  # the new session has no response running
         self._on_session_ready()
 
     def _on_session_ready(self) -> None:
@@ -327,11 +377,23 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
             self._commit(turn)
 
     def _on_session_lost(self) -> None:
+        self._active.clear()  # gone with the session
+        if self.vad:  # what the service may not have heard goes to the next session
+            self.uplink.requeue_unconfirmed()
         turn = self.turn
         if turn is None or (self.state == "listening" and not self.vad):
             return  # still capturing: the audio is resent to the next session
-        if turn.response_done or (self.state == "speaking" and turn.first_audio_t is not None):
-            return  # the answer is already here; let it play out
+        if turn.response_done or turn.audio_done:
+            turn.response_done = True  # all of the answer is here: let it play out
+            if self.state == "thinking" or self.speaker.queued_s <= 0:
+                self._finish(turn, "answered")
+            return
+        if self.state == "speaking":
+            # Cut off mid-answer: stop the fragment now; the question is asked again below
+            # (the whole answer then plays), or the turn is lost with the error tone.
+            self.speaker.flush()
+            if turn.response_id:
+                self._dead.append(turn.response_id)
         if self.cfg.session.retry_turn_on_drop and not turn.retried:
             log.info("connection lost mid-turn %d: replaying it in the next session", turn.number)
             turn.retried = True
@@ -365,6 +427,8 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
     def _finish(self, turn: Turn, outcome: str, why: str = "") -> None:
         if outcome == "answered" and turn.retried:
             outcome = "retried"
+        if outcome == "lost":
+            self._cancel_active()  # an answer given up on must not keep running (and billing)
         fields = turn.record_fields(outcome, self.session.session_id, self.clock())
         if self.frames is not None:
             fields["FRAMES"], fields["IMAGE_TOKENS_EST"] = self.frames.turn_counters()

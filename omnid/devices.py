@@ -48,6 +48,8 @@ class MicBatcher:
         self.every = max(1, MIC_BATCH_MS // block_ms)
         self._blocks: list[ev.MicBlock] = []
         self._lock = threading.Lock()
+        self._posted = 0  # batches posted (audio thread) …
+        self._handled = 0  # … and handled (conversation thread): the difference is in flight
 
     def __call__(self, pcm: np.ndarray, t: float) -> None:
         with self._lock:
@@ -55,6 +57,17 @@ class MicBatcher:
             if len(self._blocks) >= self.every:
                 self._post(ev.MicBatch(self._blocks, t))
                 self._blocks = []
+                self._posted += 1
+
+    def handled(self) -> None:
+        """The conversation took a batch off its queue."""
+        self._handled += 1
+
+    @property
+    def in_flight(self) -> bool:
+        """A posted batch is still waiting in the conversation's queue: a release must wait for
+        it, or the last words before the release (up to a batch) would miss the commit."""
+        return self._posted > self._handled
 
     def drain(self, begun_before: float) -> list[ev.MicBlock]:
         """The blocks not yet posted that began before `begun_before` (the rest are dropped:

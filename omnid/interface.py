@@ -18,6 +18,7 @@ from omnid.volume import VolumeStore, apply, to_gain
 if TYPE_CHECKING:
     from omnid.config import Config
     from omnid.devices import Output
+    from omnid.diskwriter import DiskWriter
     from omnid.led import StatusLed
     from omnid.quota import DailyBudget
     from omnid.session import Session
@@ -45,6 +46,7 @@ class DeviceInterface:
     earcons: Earcons
     volume_store: VolumeStore | None
     volume_pct: int
+    disk: DiskWriter
     _shown: str
     _earcon_queued_t: float | None = None
     _was_online: bool
@@ -113,8 +115,9 @@ class DeviceInterface:
             except ValueError as exc:
                 return {"ok": False, "state": self.public_state, "error": str(exc)}
             self.speaker.volume = to_gain(self.volume_pct)
-            if self.volume_store is not None:
-                self.volume_store.save(self.volume_pct)
+            store, pct = self.volume_store, self.volume_pct
+            if store is not None:  # an fsync: never on this thread
+                self.disk.submit("volume", lambda: store.save(pct))
             log.info("volume %d %%", self.volume_pct)
         return {"ok": True, "state": self.public_state, "volume": self.volume_pct}
 

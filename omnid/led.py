@@ -20,6 +20,7 @@ import itertools
 import logging
 import math
 import threading
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -130,14 +131,43 @@ class StatusLed:
         self._generation = 0  # tells a stale overlay timer that it was superseded
         self._warned: set[str] = set()
         self._closed = False
+        # show() only posts here; the LED's own thread hands patterns to gpiozero, whose
+        # stopping of the previous pattern joins a thread (seconds on a starved machine).
+        self._mailbox: deque[str] = deque()
+        self._posted = threading.Condition()
+        self._requested = "idle"
+        self._worker: threading.Thread | None = None
 
     @property
     def state(self) -> str:
         """The current conversation state as last shown (not "error", which is an overlay)."""
-        return self._state
+        return self._requested
 
     def show(self, state: str) -> None:
-        """Show `state`'s pattern. Any thread; never blocks on the pattern itself."""
+        """Show `state`'s pattern. Any thread; never blocks: the pattern changes on the LED's
+        own thread."""
+        with self._posted:
+            if self._closed:
+                return
+            if state != OVERLAY:
+                self._requested = state
+            self._mailbox.append(state)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run, name="omnid-led", daemon=True)
+                self._worker.start()
+            self._posted.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._posted:
+                while not self._mailbox and not self._closed:
+                    self._posted.wait()
+                if self._closed:
+                    return
+                state = self._mailbox.popleft()
+            self._apply(state)
+
+    def _apply(self, state: str) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -205,10 +235,15 @@ class StatusLed:
 
     def close(self) -> None:
         """Turn off, stop the patterns and release the pin. Idempotent."""
-        with self._lock:
+        with self._posted:
             if self._closed:
                 return
             self._closed = True
+            self._posted.notify()
+        worker = self._worker
+        if worker is not None:
+            worker.join(2.0)
+        with self._lock:
             self._cancel_overlay()
         self._led.close()
 

@@ -1,8 +1,22 @@
-"""One WebSocket to the service (websocket-client): connect, a reader thread, send, ping, close.
+"""One WebSocket to the service (websocket-client): connect, a reader thread, a writer thread,
+ping, close.
 
 The link knows nothing of sessions or turns. Its reader thread parses each message (JSON and base64
 decoding stay off the conversation thread) and only puts `LinkMessage` / `LinkClosed` on the queue.
-Sends come from the conversation thread alone.
+
+Sends never block the conversation thread: `send()` puts the event on a bounded outbound queue that
+the link's own writer thread encodes and writes. A network that stops taking data (a Wi-Fi stall,
+a router that drops everything) would otherwise block the whole daemon in `socket.send` until the
+watchdog killed it. The queue's rules, so that nothing urgent waits and memory stays bounded:
+
+- `response.cancel` goes ahead of any queued audio and image appends (they commute with it; a
+  cancel must never wait behind megabytes of media), but never ahead of other control events;
+- an image is not queued when more than `IMAGE_BACKLOG_BYTES` already wait: by the time it went
+  out it would be stale, and the camera sends a fresh one a second later;
+- everything else is queued; past `MAX_BACKLOG_BYTES` (minutes of audio) the link is declared
+  dead, as it is when the writer has been stuck in one write for `WRITE_STALL_S` (`stalled()`,
+  checked from the session's tick). The session then reconnects, and the conversation replays
+  what the service may not have heard.
 
 Secrets: the key goes into one request header and nowhere else; every error raised or logged here
 is built from the HTTP status and body the server returned, and scrubbed of the key besides, because
@@ -19,7 +33,9 @@ import ssl
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -35,6 +51,10 @@ log = logging.getLogger("omnid.link")
 PING_INTERVAL_S = 10.0
 DEAD_AFTER_S = 30.0
 CLOSE_GRACE_S = 1.0
+WRITE_STALL_S = 10.0  # one write making no progress this long: the path is gone
+IMAGE_BACKLOG_BYTES = 256 * 1024
+MAX_BACKLOG_BYTES = 8 * 1024 * 1024
+_MEDIA = ("input_audio_buffer.append", "input_image_buffer.append")
 
 
 class LinkError(Exception):
@@ -84,9 +104,19 @@ class Link:
         self._ws: websocket.WebSocket | None = None
         self._closing = False
         self._reader: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
+        # The outbound queue: (event or a ping/close marker, its size in bytes). Guarded by
+        # `_cond`, which the conversation thread holds only to append: never across a write.
+        self._outbox: deque[tuple[protocol.Event | _Control, int]] = deque()
+        self._outbox_bytes = 0
+        self._cond = threading.Condition()
+        self._writing_since: float | None = None  # monotonic start of the write under way
+        self._dead_reason = ""
+        self.images_skipped = 0
         self.session_id = ""
         self.opened_at = 0.0
         self.last_send_t = 0.0
+        self.last_recv_t = 0.0
 
     def __repr__(self) -> str:
         return f"<Link #{self.id} {self.session_id or 'unconfigured'}>"
@@ -111,7 +141,10 @@ class Link:
         self.last_send_t = self.opened_at
 
     def start_reader(self) -> None:
-        """Start feeding the queue; separate from connect() so `LinkUp` is queued first."""
+        """Start the reader and the writer; separate from connect() so `LinkUp` is queued
+        first."""
+        self._writer = threading.Thread(target=self._write, name=f"link-{self.id}-w", daemon=True)
+        self._writer.start()
         self._reader = threading.Thread(target=self._read, name=f"link-{self.id}", daemon=True)
         self._reader.start()
 
@@ -134,39 +167,88 @@ class Link:
     # ------------------------------------------------------------------ conversation-thread side
 
     def send(self, event: protocol.Event) -> bool:
-        """Send one client event; False (and a LinkClosed will follow) when the socket is gone."""
-        ws = self._ws
-        if ws is None or self._closing:
+        """Queue one client event for the writer; never blocks. False when the link is gone (a
+        LinkClosed follows) or the event was an image skipped because the queue is backed up."""
+        if self._ws is None or self._closing:
             return False
-        try:
-            ws.send(protocol.encode(event))
-        except (OSError, websocket.WebSocketException) as exc:
-            log.debug("link %s: send failed: %s", self.id, type(exc).__name__)
-            self._abort()
+        kind = event.get("type", "")
+        size = len(event.get("audio") or event.get("image") or "") + 64
+        with self._cond:
+            if kind == "input_image_buffer.append" and self._outbox_bytes > IMAGE_BACKLOG_BYTES:
+                self.images_skipped += 1
+                return False
+            if self._outbox_bytes + size > MAX_BACKLOG_BYTES:
+                backlog = self._outbox_bytes
+            else:
+                backlog = -1
+                if kind == "response.cancel":
+                    self._outbox.insert(self._after_last_control(), (event, size))
+                else:
+                    self._outbox.append((event, size))
+                self._outbox_bytes += size
+                self._cond.notify()
+        if backlog >= 0:
+            self.declare_dead(f"{backlog // 1024} KB waiting to be sent")
             return False
         self.last_send_t = time.monotonic()
         return True
 
+    def _after_last_control(self) -> int:
+        """Where a cancel goes: after the last queued event that is not a media append."""
+        for i in range(len(self._outbox) - 1, -1, -1):
+            item = self._outbox[i][0]
+            if isinstance(item, _Control) or item.get("type") not in _MEDIA:
+                return i + 1
+        return 0
+
     def ping(self) -> None:
-        ws = self._ws
-        if ws is None or self._closing:
-            return
-        try:
-            ws.ping()
-        except (OSError, websocket.WebSocketException):
-            self._abort()
+        self._enqueue_control(_Control("ping"))
+
+    def _enqueue_control(self, marker: _Control) -> None:
+        with self._cond:
+            self._outbox.append((marker, 0))
+            self._cond.notify()
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self._outbox_bytes
+
+    def stalled(self, now: float | None = None) -> float:
+        """Seconds the writer has been stuck in one write (0 when it is not writing)."""
+        since = self._writing_since
+        if since is None:
+            return 0.0
+        return (time.monotonic() if now is None else now) - since
+
+    def check_writer(self) -> None:
+        """Declare the link dead if its writer has made no progress for WRITE_STALL_S. Called
+        from the session's tick; only a `shutdown()` syscall, which does not block."""
+        stuck = self.stalled()
+        if stuck >= WRITE_STALL_S and self.is_open:
+            self.declare_dead(f"nothing could be sent for {stuck:.0f} s (network stalled)")
+
+    def declare_dead(self, why: str) -> None:
+        if not self._dead_reason:
+            self._dead_reason = why
+            log.warning("link %s declared dead: %s", self.id, why)
+        self._abort()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        """Send a close frame and let the reader finish; force the socket shut after a grace."""
-        ws = self._ws
-        if ws is None or self._closing:
+        """Queue a close frame behind what is waiting, and force the socket shut after a grace
+        (a writer stuck on a dead network never gets to send it)."""
+        if self._ws is None or self._closing:
             return
         self._closing = True
-        with contextlib.suppress(OSError, websocket.WebSocketException):
-            ws.send_close(code, reason.encode())
+        self._enqueue_control(_Control("close", code, reason))
         timer = threading.Timer(CLOSE_GRACE_S, self._abort)
         timer.daemon = True
         timer.start()
+
+    def finish(self, timeout: float = CLOSE_GRACE_S) -> None:
+        """Wait (shutdown only) for the writer to send what is queued, the close frame last."""
+        writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(timeout)
 
     def _abort(self) -> None:
         ws = self._ws
@@ -177,6 +259,37 @@ class Link:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
+    # ------------------------------------------------------------------ writer thread
+
+    def _write(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        while True:
+            with self._cond:
+                while not self._outbox and self._ws is not None:
+                    self._cond.wait(1.0)
+                if self._ws is None:
+                    return
+                item, size = self._outbox.popleft()
+            self._writing_since = time.monotonic()
+            try:
+                if isinstance(item, _Control):
+                    if item.kind == "ping":
+                        ws.ping()
+                    else:
+                        ws.send_close(item.code, item.reason.encode())
+                        return
+                else:
+                    ws.send(protocol.encode(item))
+            except (OSError, websocket.WebSocketException) as exc:
+                log.debug("link %s: send failed: %s", self.id, type(exc).__name__)
+                self._abort()
+                return
+            finally:
+                self._writing_since = None
+                with self._cond:
+                    self._outbox_bytes = max(0, self._outbox_bytes - size)
+
     # ------------------------------------------------------------------ reader thread
 
     def _read(self) -> None:
@@ -186,10 +299,14 @@ class Link:
         reason = ""
         try:
             while True:
-                opcode, data = ws.recv_data()
+                # Control frames too: a pong is proof of life (websocket-client answers pings).
+                opcode, data = ws.recv_data(control_frame=True)
+                self.last_recv_t = time.monotonic()
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
                     code, reason = _close_frame(data)
                     break
+                if opcode in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
+                    continue
                 if opcode != websocket.ABNF.OPCODE_TEXT:
                     log.warning("link %s: ignoring a non-text frame (opcode %s)", self.id, opcode)
                     continue
@@ -202,19 +319,35 @@ class Link:
         except websocket.WebSocketTimeoutException:
             reason = f"no data for {DEAD_AFTER_S:.0f} s (dead connection)"
         except (OSError, websocket.WebSocketException) as exc:
-            reason = "" if self._closing else f"connection lost ({type(exc).__name__})"
+            if self._dead_reason:
+                reason = self._dead_reason
+            else:
+                reason = "" if self._closing else f"connection lost ({type(exc).__name__})"
         except Exception:  # a bug here must not leave the conversation waiting forever
             log.exception("link %s: reader failed", self.id)
             reason = "reader failed"
         finally:
             with contextlib.suppress(Exception):
                 ws.shutdown()
-            self._ws = None
+            with self._cond:
+                self._ws = None
+                self._outbox.clear()
+                self._outbox_bytes = 0
+                self._cond.notify()
             self._post(LinkClosed(self, code, _scrub(reason, self._key)))
 
     @property
     def is_open(self) -> bool:
         return self._ws is not None and not self._closing
+
+
+@dataclass(frozen=True)
+class _Control:
+    """A ping or a close frame, in the outbound queue's order."""
+
+    kind: str  # ping | close
+    code: int = 1000
+    reason: str = ""
 
 
 def _close_frame(data: Any) -> tuple[int | None, str]:

@@ -43,20 +43,27 @@ class DailyBudget:
         if today != self.day:
             self.day, self.tokens = today, 0
 
-    def add(self, tokens: int) -> None:
+    def add(self, tokens: int) -> Callable[[], None] | None:
+        """Count `tokens`; returns the write that saves the new count (made off the
+        conversation thread), or None when there is no limit to keep across a restart."""
         self._roll()
         self.tokens += max(0, tokens)
         if self.limit <= 0:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"date": self.day.isoformat(), "tokens": self.tokens}))
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            log.warning("cannot save the day's token count to %s: %s", self.path, exc)
+            return None
+        path, payload = self.path, json.dumps({"date": self.day.isoformat(), "tokens": self.tokens})
+        return lambda: _save(path, payload)
 
     @property
     def exhausted(self) -> bool:
         self._roll()
         return self.limit > 0 and self.tokens >= self.limit
+
+
+def _save(path: Path, payload: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(payload)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot save the day's token count to %s: %s", path, exc)

@@ -23,12 +23,15 @@ if TYPE_CHECKING:
 
     from omnid.config import Config
     from omnid.devices import Output
+    from omnid.diskwriter import DiskWriter
     from omnid.quota import DailyBudget
     from omnid.session import Session
     from omnid.supervisor import Journal
     from omnid.uplink import Uplink
 
 log = logging.getLogger("omnid.conversation")
+
+CONFIRM_MARGIN_S = 1.0  # audio sent this shortly before a server event may still be in flight
 
 
 class ServiceEvents:
@@ -42,13 +45,17 @@ class ServiceEvents:
     vad: bool
     history: deque[Turn]
     _dead: deque[str]
+    _active: set[str]
     budget: DailyBudget
+    disk: DiskWriter
 
     # Provided by Conversation.
     def _new_turn(self, t: float) -> Turn:
         raise NotImplementedError
 
     def _interrupt(self) -> None: ...
+    def _swap(self) -> None: ...
+    def _cancel_active(self) -> None: ...
     def _on_session_ready(self) -> None: ...
     def _finish(self, turn: Turn, outcome: str, why: str = "") -> None: ...
     def _lose(self, turn: Turn, why: str) -> None: ...
@@ -61,10 +68,14 @@ class ServiceEvents:
     def _on_server(self, msg: ev.LinkMessage) -> None:
         if msg.link is self.session.next:
             self.session.on_message(msg.link, msg.event)  # a rollover successor, configuring
+            if self.session.next_ready and not self.session.ready:
+                self._swap()  # the current session is gone: no reason to wait for a boundary
             return
         if msg.link is not self.session.link:
             return  # a late event from a link we already left
         event = msg.event
+        if self.vad:  # the service is alive: what it was sent well before now, it has heard
+            self.uplink.confirm(msg.t - CONFIRM_MARGIN_S)
         if self.session.on_message(msg.link, event):
             self._on_session_ready()
             return
@@ -87,7 +98,15 @@ class ServiceEvents:
                 if turn is not None and not turn.item_id:
                     turn.item_id = event.item_id
             case protocol.ResponseCreated():
+                self._active.add(event.response_id)
                 if event.response_id in self._dead:
+                    return
+                if not self.vad and (
+                    turn is None
+                    or not turn.response_requested
+                    or turn.response_id not in ("", event.response_id)
+                ):
+                    self._cancel_active()  # push-to-talk asked for none: nothing may speak
                     return
                 if turn is None and self.vad:  # an answer without a speech_started we saw
                     turn = self._new_turn(msg.t)
@@ -110,8 +129,10 @@ class ServiceEvents:
                         break
             case protocol.AudioDone():
                 if turn is not None and self._current_response(turn, event.response_id):
+                    turn.audio_done = True
                     self.speaker.play(np.zeros(0, np.int16), last=True)  # resampler tail
             case protocol.ResponseDone():
+                self._active.discard(event.response_id)
                 self._on_response_done(event)
             case protocol.Error():
                 self._on_error(event)
@@ -137,6 +158,7 @@ class ServiceEvents:
         return not turn.response_id or not response_id or response_id == turn.response_id
 
     def _play(self, turn: Turn, delta: protocol.AudioDelta, t: float) -> None:
+        turn.last_audio_t = t
         if turn.first_audio_t is None:
             turn.first_audio_t = t
         if self.state == "thinking":
@@ -153,7 +175,9 @@ class ServiceEvents:
             first_ms = turn.ms(turn.commit_sent_t, turn.first_audio_t)
             turn.usage_tokens = done.usage.total_tokens
         record_usage(self.journal, self.cfg.api.model, self.session.session_id, done, first_ms)
-        self.budget.add(done.usage.total_tokens)
+        save = self.budget.add(done.usage.total_tokens)
+        if save is not None:
+            self.disk.submit("usage-today", save)
         if turn is None or not mine or turn.cancelled:
             return
         turn.response_done = True
@@ -164,6 +188,7 @@ class ServiceEvents:
 
     def _on_error(self, error: protocol.Error) -> None:
         if error.no_active_response:
+            self._active.clear()
             log.debug("service: %s (expected after a cancel)", error.message)
             return
         if error.idle_close:

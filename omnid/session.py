@@ -105,19 +105,24 @@ class Session:
         self.session_id = ""
         self.ready_at = 0.0
         self.retry_at: float | None = None
-        self.rollover_after_s = cfg.session.rollover_after_min * 60
         self.rollover_retry_at = 0.0
         self.last_error = ""
         self.auth_failed = False
         # What a new session is told: the conversation swaps in the carry-over of its turns.
         self.instructions: Callable[[], str] = lambda: cfg.session.instructions
         self._idle_closed = False
+        self._reconfiguring = False
+        self._updates_due = 0  # session.update sent to the current link, not yet confirmed
         self._last_summary = -SUMMARY_EVERY_S
         self._opened_at: dict[int, float] = {}
 
     @property
     def ready(self) -> bool:
         return self.state == "ready"
+
+    @property
+    def rollover_after_s(self) -> float:
+        return self.cfg.session.rollover_after_min * 60  # read live: a reload may change it
 
     def age_s(self) -> float:
         return self._clock() - self.ready_at if self.ready else 0.0
@@ -141,6 +146,8 @@ class Session:
         except after a refusal (bad key, quota): that waits its full minute regardless."""
         if self.state != "offline" or (user and self.auth_failed and self.retry_at is not None):
             return
+        if self.next is not None and self.next_ready:
+            return  # a configured successor is waiting: the conversation swaps to it
         self.link = self._open()
         self.state = "connecting"
         self.retry_at = None
@@ -199,17 +206,23 @@ class Session:
         if isinstance(event, protocol.SessionCreated):
             link.session_id = event.session_id
             link.send(protocol.session_update(session_config(self.cfg, self.instructions())))
+            if link is self.link:
+                self._updates_due = 1
         elif isinstance(event, protocol.SessionUpdated):
             if link is self.next and not self.next_ready:
                 self.next_ready = True
                 log.debug("rollover session %s ready, waiting for a turn boundary", link.session_id)
             elif link is self.link and self.state == "configuring":
-                self._become_ready(link)
-                return True
+                self._updates_due -= 1
+                if self._updates_due <= 0:  # the last update sent (a reload's) is in force
+                    self._become_ready(link)
+                    return True
         elif isinstance(event, protocol.Error) and event.idle_close:
             self._idle_closed = link is self.link
-        elif isinstance(event, protocol.Error) and (
-            link is self.next or (link is self.link and self.state == "configuring")
+        elif (
+            isinstance(event, protocol.Error)
+            and not event.no_active_response  # a late answer to a cancel, not to our update
+            and (link is self.next or (link is self.link and self.state == "configuring"))
         ):
             # The service refused our configuration: retrying fast would only repeat it.
             log.error(
@@ -225,10 +238,16 @@ class Session:
 
     def _become_ready(self, link: Link) -> None:
         self.state = "ready"
-        self.session_id = link.session_id
-        self.ready_at = self._clock()
+        self.retry_at = None
         self.last_error = ""
         self.auth_failed = False
+        if self._reconfiguring and link.session_id == self.session_id:
+            self._reconfiguring = False
+            log.info("session %s reconfigured", self.session_id)
+            return
+        self._reconfiguring = False
+        self.session_id = link.session_id
+        self.ready_at = self._clock()
         log.info("session %s ready (%s)", self.session_id, self.cfg.api.model)
         self._journal.record(
             "session_open",
@@ -255,9 +274,10 @@ class Session:
             SESSION_AGE_S=round(age, 1),
         )
         self.link, self.session_id, self.state = None, "", "offline"
+        self._reconfiguring = False
         if self.next is not None and self.next_ready:
+            # The conversation swaps to it (its one swap path), after recovering the turn.
             log.info("session closed during a rollover: switching to the new one now")
-            self.swap()
             return True
         idle, self._idle_closed = self._idle_closed, False
         if idle:
@@ -268,8 +288,34 @@ class Session:
             else:
                 log.info("session idle-closed by the service; reconnecting at the next press")
             return True
+        # 1007: the service refused us (an exhausted quota): a press must not hurry the minute.
+        self.auth_failed = code == 1007
         self._schedule_retry(f"closed ({code}: {reason or 'no reason'})", permanent=code == 1007)
         return True
+
+    def reconfigure(self) -> None:
+        """Send the (reloaded) configuration to the current session and wait for
+        `session.updated` before anything streams again: the next turn runs under it."""
+        if self.next is not None:
+            self._abandon_rollover("configuration reloaded")  # it was told the old settings
+        link = self.link
+        if link is None or self.state not in ("ready", "configuring") or not link.session_id:
+            return  # a session still to come is configured from the new settings anyway
+        self._reconfiguring = self.ready
+        self.state = "configuring"
+        self._updates_due += 1
+        link.send(protocol.session_update(session_config(self.cfg, self.instructions())))
+
+    def reconnect(self, why: str) -> None:
+        """A new connection now (a new endpoint, model, key or voice): close the current
+        session and open another at once, without the backoff a failure would cost."""
+        link, self.link = self.link, None
+        if link is not None:
+            link.close(1000, why)
+        if self.next is not None:
+            self._abandon_rollover(why)
+        self.state, self.session_id, self.retry_at = "offline", "", None
+        self.connect_now()
 
     def drop(self, why: str, permanent: bool = False) -> None:
         link, self.link = self.link, None
@@ -333,13 +379,18 @@ class Session:
         if self.state == "offline" and self.retry_at is not None and now >= self.retry_at:
             self.connect_now()
         for link in (self.link, self.next):
-            if link is not None and now - link.last_send_t >= PING_INTERVAL_S:
+            if link is None:
+                continue
+            link.check_writer()
+            if now - link.last_send_t >= PING_INTERVAL_S:
                 link.ping()
                 link.last_send_t = now
 
     def close(self) -> None:
-        for link in (self.link, self.next):
-            if link is not None:
-                link.close(1000, "client shutdown")
+        links = [link for link in (self.link, self.next) if link is not None]
+        for link in links:
+            link.close(1000, "client shutdown")
+        for link in links:
+            link.finish()  # the close frames go out before the process ends
         self.link = self.next = None
         self.state, self.retry_at = "offline", None

@@ -32,8 +32,10 @@ class Turn:
     response_requested: bool = False
     response_id: str = ""
     response_done: bool = False
+    audio_done: bool = False  # the answer's last audio arrived (response.done may not follow)
     first_audio_t: float | None = None  # first audio delta received
     first_played_t: float | None = None  # its first sample handed to the device
+    last_audio_t: float | None = None  # the latest audio delta received
     cancelled: bool = False
     retried: bool = False
     item_id: str = ""  # the user's conversation item, to match its late transcript
@@ -69,6 +71,11 @@ class Turn:
         self.response_requested = False
         self.response_id = ""
         self.response_done = False
+        self.audio_done = False
+        self.first_audio_t = None
+        self.first_played_t = None
+        self.last_audio_t = None
+        self.assistant_text = ""
 
     def ms(self, start: float | None, end: float | None) -> float | str:
         if start is None or end is None:

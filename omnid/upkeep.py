@@ -18,6 +18,7 @@ from omnid import events as ev
 
 if TYPE_CHECKING:
     from omnid.config import Config
+    from omnid.quota import DailyBudget
     from omnid.session import Session
     from omnid.supervisor import Notifier, Watchdog
     from omnid.turn import Turn
@@ -43,6 +44,7 @@ class Upkeep:
     volume_pct: int
     state: str
     _pending_cfg: Config | None
+    budget: DailyBudget
 
     def _finish(self, turn: Turn, outcome: str, why: str = "") -> None:
         raise NotImplementedError
@@ -86,7 +88,7 @@ class Upkeep:
             )
 
     def _on_reload(self) -> None:
-        from omnid.config import ConfigError, load_config
+        from omnid.config import ConfigError, keep_restart_only, load_config
 
         try:
             new = load_config(self.cfg.source_path, require_api_key=True)
@@ -96,29 +98,36 @@ class Upkeep:
             log.error("reload: the new configuration is invalid; keeping the running one")
             self.notifier.ready()
             return
-        changed = [
-            name
-            for name in ("audio", "control", "button", "led", "camera")
-            if getattr(new, name) != getattr(self.cfg, name)
-        ]
+        new, changed = keep_restart_only(new, self.cfg)
         if changed:
-            log.warning("reload: changes to [%s] take effect after a restart", ", ".join(changed))
+            log.warning(
+                "reload: %s changed; that needs a restart (systemctl restart omnid)",
+                ", ".join(changed),
+            )
         self._pending_cfg = new
         log.info("reload: new configuration read; applying at the next idle moment")
 
     def _apply_reload(self) -> None:
+        """Swap the configuration in, at an idle moment: the next turn runs under it. A new
+        endpoint, model, key or voice needs a new connection (the service refuses a voice change
+        once it has spoken); other session settings go to the current session in a
+        `session.update`, and nothing streams until the service has confirmed them."""
         new, self._pending_cfg = self._pending_cfg, None
         if new is None:
             return
-        session_changed = (new.session, new.api) != (self.cfg.session, self.cfg.api)
+        old = self.cfg
         self.cfg = self.session.cfg = new
-        self.vad = new.session.mode == "vad"
+        self.budget.limit = new.usage.daily_token_limit
         logging.getLogger().setLevel(new.log.level.upper())
-        if session_changed and self.session.ready:
-            self.session.start_rollover()  # the new session gets the new settings
-        log.info(
-            "reload: applied%s", " (new session settings via rollover)" if session_changed else ""
-        )
+        how = ""
+        connection = (old.api, old.api_key, old.effective_voice)
+        if (new.api, new.api_key, new.effective_voice) != connection:
+            self.session.reconnect("configuration reloaded")
+            how = " (new connection for the new endpoint, model, key or voice)"
+        elif new.session != old.session:
+            self.session.reconfigure()
+            how = " (session.update sent)"
+        log.info("reload: applied%s", how)
         self.notifier.ready()
 
     def _test_hook(self, req: ev.ControlRequest) -> bool:

@@ -60,7 +60,12 @@ class Process:
     another module is named (the benchmark runs the SDK driver the same way)."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str], secret: str, module: str = "omnid.cli"
+        self,
+        args: list[str],
+        env: dict[str, str],
+        secret: str,
+        module: str = "omnid.cli",
+        wrap: tuple[str, ...] = (),
     ) -> None:
         self.args = args
         self.name = f"omnid {args[0]}" if module == "omnid.cli" else module
@@ -68,7 +73,7 @@ class Process:
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [*wrap, sys.executable, "-m", module, *args],  # wrap: e.g. nsenter into a netns
             env=env,
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -150,12 +155,13 @@ class Process:
 
 
 class Simulator(Process):
-    def __init__(self, tmp: Path, key: str, *flags: str) -> None:
+    def __init__(self, tmp: Path, key: str, *flags: str, wrap: tuple[str, ...] = ()) -> None:
         self.record_path = tmp / "sim-record.jsonl"
         super().__init__(
             ["simulate", "--port", "0", "--record", str(self.record_path), *flags],
             clean_env(OMNID_SIM_API_KEY=key),
             key,
+            wrap=wrap,
         )
         line = self.wait_for(lambda s: "listening on ws://" in s)
         self.url = line.split("listening on ", 1)[1].strip()
