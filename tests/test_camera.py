@@ -120,7 +120,9 @@ def test_files_scale_each_file_once(tmp_path: Path) -> None:
     first = src.capture()
     t0 = time.perf_counter()
     again = src.capture()
-    assert time.perf_counter() - t0 < 0.005
+    # Decoding and scaling the 4000×3000 JPEG again would take ~100 ms; a cache hit is a few µs,
+    # plus whatever a busy machine adds. `is` below is the exact proof.
+    assert time.perf_counter() - t0 < 0.05
     assert again is first  # the scaled pixels are cached, not re-decoded
     assert first.shape == (480, 640, 3)
 
@@ -497,7 +499,9 @@ def test_feed_survives_a_hanging_capture(tmp_path: Path, caplog: pytest.LogCaptu
             feed.request()  # the first one starts the capture that hangs
             worst = max(worst, time.perf_counter() - t0)
             time.sleep(0.01)
-        assert worst < 0.005
+        # Blocking on the hung capture would take the 0.3 s stall watchdog at least (10 s, the
+        # hang); a request is a lock and a flag, plus what a busy machine adds.
+        assert worst < 0.1
         assert wait_until(lambda: len(rec.of(ev.CameraTrouble)) == 1)
         assert "stalled" in rec.of(ev.CameraTrouble)[0].reason
         assert rec.of(ev.Frame) == [] and len(camera_warnings(caplog)) == 1
@@ -561,7 +565,9 @@ def test_a_slow_camera_never_blocks_request(tmp_path: Path) -> None:
             feed.request()
             times.append(time.perf_counter() - t0)
             time.sleep(0.01)
-        assert max(times) < 0.005, f"request() took {max(times) * 1e3:.2f} ms"
+        # Waiting for the camera would take up to its 0.8 s capture; a request is µs, plus what
+        # a busy machine adds to one of ~250 calls.
+        assert max(times) < 0.1, f"request() took {max(times) * 1e3:.2f} ms"
         assert 1 <= len(rec.of(ev.Frame)) <= 3  # 0.8 s probe, then 0.8 s per frame
         assert rec.of(ev.CameraTrouble) == []
         print(f"request(): max {max(times) * 1e6:.0f} µs over {len(times)} calls")

@@ -32,7 +32,7 @@ from PIL import Image
 from omnid.models import image_tokens
 from tests.harness import Daemon, Simulator, make_key, wav_devices, write_config
 from tests.test_handsfree import VAD, timeline
-from tests.test_turn_wav import LEAD_S, speech, write_input
+from tests.test_turn_wav import COMMIT_MS_MAX, LEAD_S, speech, write_input
 
 FAKE_PICAMERA2 = Path(__file__).parent / "fake_picamera2"
 MAX_IMAGE_B64 = 256 * 1024
@@ -221,7 +221,11 @@ def test_vad_turn_with_files_camera_keeps_the_image_rules(tmp_path: Path) -> Non
     ]
     assert len(started) == len(stopped) == 1
     # Frames only while the user speaks (camera.when = "turn"), the first one soon after it starts.
-    assert all(started[0] <= i["t"] <= stopped[0] + 0.05 for i in images)
+    # All on the simulator's clock, but each image is the daemon's reaction: one sent just before
+    # speech_stopped reached it arrives after it was sent, by the trip there and back (a few ms,
+    # tens on a busy machine). Half a second is still half the 1 s between frames: a camera that
+    # went on after speech_stopped would show frames through the whole answer.
+    assert all(started[0] <= i["t"] <= stopped[0] + 0.5 for i in images)
     assert images[0]["t"] - started[0] < 0.5
 
 
@@ -363,7 +367,7 @@ def test_a_slow_camera_delays_neither_commit_nor_playback(tmp_path: Path) -> Non
         f"first audio delta sent {(first_delta - commit) * 1000:.0f} ms after the commit arrived"
     )
     assert turn["OMNID_OUTCOME"] == "answered"
-    assert float(turn["OMNID_COMMIT_MS"]) < 20.0
+    assert float(turn["OMNID_COMMIT_MS"]) < COMMIT_MS_MAX  # not the 800 ms capture
     assert float(turn["OMNID_FIRST_AUDIO_MS"]) < 400.0
     assert commit - released < 0.25
     assert worst_gap < 0.4, "audio appends stalled while the camera captured"

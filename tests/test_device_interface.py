@@ -34,6 +34,7 @@ from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
 
 from omnid import events as ev
 from omnid.config import load_config
+from omnid.config_schema import ButtonSection
 from omnid.control import ctl
 from omnid.daemon import Daemon
 from omnid.earcons import Earcons, correlates
@@ -47,9 +48,11 @@ from tests.test_turn_wav import (
     BLOCK_S,
     IN_RATE,
     OUT_RATE,
+    SPK_BLOCK,
     best_correlation,
     read_wav,
     speech,
+    timeline_samples,
     vowel,
 )
 
@@ -301,7 +304,11 @@ def test_five_edges_within_10_ms_make_one_turn(
         time.sleep(0.5)  # room for a second turn, should chatter have made one
         status = b.ctl("status")
     print(f"\nchatter: 5 edges in {press_span * 1000:.1f} ms, then in {release_span * 1000:.1f} ms")
-    assert press_span < 0.010 and release_span < 0.010
+    # The stimulus: chatter inside the debounce window (bounce_ms, the default here), the case
+    # the filter promises one turn for. Its 1 ms gaps are sleeps, which a busy machine stretches
+    # (about 5 ms when idle); what matters is that the edges stayed within the window.
+    window = ButtonSection().bounce_ms / 1000
+    assert press_span < window and release_span < window, "the chatter outlasted the window"
     assert_one_answered_turn(b, released)
     assert status["state"] == "idle" and status["turns"] == 1, status
 
@@ -336,7 +343,12 @@ def test_a_50_ms_tap_during_playback_stops_it(
         b.wait_state("speaking")
         time.sleep(1.0)  # a second into the answer
         tapped = b.press()
-        time.sleep(0.050)
+        # A control request queues behind the press on the conversation thread, so its reply
+        # comes once the press was acted on (the speaker flushed): the output timeline's length
+        # then marks that moment on the daemon's own clock (tests/test_turn_wav.py).
+        b.ctl("status")
+        at_ack = timeline_samples(tmp_path / "spk.wav")
+        time.sleep(max(0.0, tapped + 0.050 - time.time()))
         b.release()
         time.sleep(1.0)  # the timeline runs on: it must stay silent
         status = b.ctl("status")
@@ -365,7 +377,7 @@ def test_a_50_ms_tap_during_playback_stops_it(
         f"\ntap: the last answer block was rendered {lag_ms:+.1f} ms from the tap's press edge; "
         f"listening earcon from {earcon_ms} ms"
     )
-    assert last_sound <= tapped + BLOCK_S + 0.015
+    assert loud[-1] < at_ack + SPK_BLOCK, "answer audio more than one block after the tap"
     assert not np.abs(answer[tap_i + OUT_RATE // 5 :]).max() > LOUD
 
 
@@ -618,8 +630,12 @@ def test_volume_applies_to_the_next_block_and_survives_a_restart(tmp_path: Path)
             time.sleep(0.01)
         time.sleep(1.0)  # well into the continuous answer
         asked = time.time()
+        # The output timeline's length just before the request and just after its reply, on the
+        # daemon's own clock (tests/test_turn_wav.py), in blocks.
+        asked_block = timeline_samples(tmp_path / "spk.wav") // SPK_BLOCK
         reply = daemon.ctl("volume 50")
         answered = time.time()
+        answered_block = timeline_samples(tmp_path / "spk.wav") // SPK_BLOCK
         daemon.wait_record("turn", timeout=20)
     finally:
         assert daemon.stop() == 0
@@ -641,7 +657,9 @@ def test_volume_applies_to_the_next_block_and_survives_a_restart(tmp_path: Path)
         f"(`ctl volume 50` took {(answered - asked) * 1000:.1f} ms); "
         f"gain {after / full:.4f} (to_gain(50) = {to_gain(50):.4f})"
     )
-    assert asked - 0.005 <= rendered <= answered + BLOCK_S + 0.005, "not the next block"
+    # Every block already in the file when the request went out played at full volume; the one
+    # a tick may have been rendering when the reply came is the last that may still be loud.
+    assert asked_block <= step <= answered_block + 1, "not the next block"
     assert rms[step - 1] == pytest.approx(full, rel=0.02), "the step is not one clean block edge"
     assert rms[step] == pytest.approx(after, rel=0.02), "the step is not one clean block edge"
     assert after / full == pytest.approx(to_gain(50), rel=0.02)

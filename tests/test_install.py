@@ -8,10 +8,12 @@ tree is then used as the installed program would be: its own `omnid check-config
 config and finds the key through $CREDENTIALS_DIRECTORY, and `systemd-analyze verify --root`
 finds the unit's ExecStart where the installer put it.
 
-One tree is shared by the tests in this file (the pip install is the slow part, ~10 s here) and
-they run in order: first install without a key, then with one, then again (nothing changes), then
-with a new key (only the key changes), then from changed source (only the venv changes), then
-uninstall.
+One tree is shared by the tests in this file (the pip install is the slow part, ~10 s here):
+first install without a key, then with one, then again (nothing changes), then with a new key
+(only the key changes), then from changed source (only the venv changes), then uninstall. Each
+test brings the shared tree to the state it starts from (`Tree.installed`, `with_key`,
+`without_key`: no-ops when the tests run in file order), so any one of them also passes alone
+(`-k`) or after any other: none relies on what an earlier test happened to leave behind.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def snapshot_source(dest: Path) -> Path:
 
 
 class Tree:
-    """The shared install tree and what each run printed."""
+    """The shared install tree, what each run printed, and the states the tests start from."""
 
     def __init__(self, base: Path) -> None:
         self.base = base
@@ -95,7 +97,36 @@ class Tree:
         self.key = make_key()
         self.key_file = base / "key"
         self.key_file.write_text(self.key + "\n")
+        self.key_path = self.root / "etc/omnid/dashscope-api-key"
         self.outputs: list[str] = []
+        self.first: subprocess.CompletedProcess[str] | None = None  # the run that laid it out
+        self.first_s = 0.0
+        self.first_paths: set[str] = set()  # what that first run left in the tree
+
+    def installed(self) -> subprocess.CompletedProcess[str]:
+        """The tree laid out from `src`. The first call makes the first install (without a key)
+        and keeps its output, duration and result for the test that checks them; later calls
+        install again only when the tree is gone (after the uninstall test). Returns the first
+        install's run."""
+        if self.first is None:
+            t0 = time.monotonic()
+            self.first = self.install()
+            self.first_s = time.monotonic() - t0
+            self.first_paths = set(snapshot(self.root))
+        elif not (self.root / "opt/omnid/venv/bin/omnid").exists():
+            self.install()
+        return self.first
+
+    def with_key(self) -> None:
+        """Installed, with this tree's own key in place (not one another test put there)."""
+        self.installed()
+        if not (self.key_path.is_file() and self.key_path.read_text() == self.key + "\n"):
+            self.install("--api-key-file", str(self.key_file))
+
+    def without_key(self) -> None:
+        """Installed, with no key yet: the state a first install without a key leaves."""
+        self.installed()
+        self.key_path.unlink(missing_ok=True)
 
     def install(self, *args: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -115,12 +146,11 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
 
 
 def test_first_install_without_a_key_lays_out_the_tree(tree: Tree) -> None:
-    t0 = time.monotonic()
-    done = tree.install()
-    print(f"\nfirst install (venv + pip install): {time.monotonic() - t0:.1f} s")
+    done = tree.installed()
+    print(f"\nfirst install (venv + pip install): {tree.first_s:.1f} s")
     r = tree.root
     assert "no API key installed" in done.stdout
-    assert not (r / "etc/omnid/dashscope-api-key").exists()
+    assert "etc/omnid/dashscope-api-key" not in tree.first_paths
     assert (r / "etc/omnid/omnid.toml").read_bytes() == (
         tree.src / "config/omnid.toml"
     ).read_bytes()
@@ -142,6 +172,7 @@ def test_first_install_without_a_key_lays_out_the_tree(tree: Tree) -> None:
 
 
 def test_the_key_is_installed_root_only_and_nothing_else_changes(tree: Tree) -> None:
+    tree.without_key()
     before = snapshot(tree.root)
     tree.install("--api-key-file", str(tree.key_file))
     key = tree.root / "etc/omnid/dashscope-api-key"
@@ -154,6 +185,7 @@ def test_the_key_is_installed_root_only_and_nothing_else_changes(tree: Tree) -> 
 
 
 def test_a_second_run_changes_nothing(tree: Tree) -> None:
+    tree.with_key()  # the first run of the pair: what the second is compared with
     before = snapshot(tree.root)
     t0 = time.monotonic()
     done = tree.install("--api-key-file", str(tree.key_file))
@@ -163,6 +195,7 @@ def test_a_second_run_changes_nothing(tree: Tree) -> None:
 
 
 def test_the_installed_program_runs_with_its_own_config_and_key(tree: Tree) -> None:
+    tree.with_key()
     r = tree.root
     creds = tree.base / "credentials"  # what systemd's LoadCredential= would hand the service
     creds.mkdir(exist_ok=True)
@@ -182,6 +215,7 @@ def test_the_installed_program_runs_with_its_own_config_and_key(tree: Tree) -> N
 def test_the_unit_verifies_against_the_installed_tree(tree: Tree) -> None:
     """ExecStart resolved under --root: the path the unit names is the one the installer made.
     /bin/kill (ExecReload) belongs to the OS, not to us: it is copied in as the OS would have it."""
+    tree.installed()
     os_part = tree.base / "os-root"
     if not os_part.exists():
         shutil.copytree(tree.root, os_part, symlinks=True)
@@ -201,6 +235,7 @@ def test_the_unit_verifies_against_the_installed_tree(tree: Tree) -> None:
 
 
 def test_a_new_key_replaces_only_the_key(tree: Tree) -> None:
+    tree.with_key()
     before = snapshot(tree.root)
     new_key = make_key()
     (tree.base / "new-key").write_text(f"  {new_key}  \n")  # stray white space is trimmed
@@ -216,6 +251,7 @@ def test_a_new_key_replaces_only_the_key(tree: Tree) -> None:
 def test_new_source_reinstalls_the_package_and_only_that(tree: Tree) -> None:
     """An upgrade: the stamp (a hash of the package's files) differs, so the package is rebuilt
     into the same venv; the operator's config and key stay as they are."""
+    tree.installed()
     marker = "# upgraded by test_install\n"
     with (tree.src / "omnid" / "__init__.py").open("a") as f:
         f.write(marker)
@@ -323,6 +359,7 @@ def test_the_real_install_path_in_a_private_overlay(tmp_path: Path) -> None:
 
 
 def test_uninstall_keeps_the_operators_files_unless_purged(tree: Tree) -> None:
+    tree.with_key()
     r = tree.root
     done = subprocess.run([str(UNINSTALL), "--root", str(r)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -83,7 +83,11 @@ def test_ready_status_watchdog_reload_and_stop_mid_turn(tmp_path: Path) -> None:
     pings = [t for t in notify.times("WATCHDOG=1") if t < stop_sent]
     gaps = [b - a for a, b in itertools.pairwise(pings)]
     print(f"WATCHDOG=1 every {statistics.median(gaps):.2f} s (median of {len(gaps)})")
-    assert len(pings) >= 4 and 0.8 <= statistics.median(gaps) <= 1.3
+    # Half of WATCHDOG_USEC (1 s): a ping is due 1.0 s after the last, sent at the next 100 ms
+    # tick (1.03 s measured), stamped when this process reads it. The median shrugs off a late
+    # ping or two; the margin above is for a loop that a busy machine wakes late throughout, and
+    # still tells "every half interval" from "every interval" (2 s: systemd would kill it).
+    assert len(pings) >= 4 and 0.8 <= statistics.median(gaps) <= 1.5
 
 
 def test_a_stalled_loop_or_a_dead_microphone_stops_the_watchdog(tmp_path: Path) -> None:

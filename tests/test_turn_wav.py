@@ -3,11 +3,18 @@
 With both devices `wav:`, a sample's position in the output file is its play time relative to the
 moment the streams started (design.md), so what the user would hear — and when — is measured from
 the output file itself, not from what the daemon says about itself.
+
+The file is also a clock the test can read while the daemon runs: it grows a block at a time as
+the daemon's clock ticks, never ahead of it, so its length just before a command and just after
+the reply brackets, on the daemon's own timeline, the moment the daemon acted on the command —
+no wall-clock mapping, no scheduling slack. Only the other direction (how far the daemon's clock
+may have fallen behind real time when a reply came) needs a margin: CLOCK_LAG_BLOCKS.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import time
 import wave
 from pathlib import Path
@@ -22,6 +29,23 @@ from tests.harness import Daemon, Simulator, make_key, wav_devices, write_config
 IN_RATE, OUT_RATE = 16_000, 24_000
 BLOCK_S = 0.020
 LEAD_S = 1.0
+SPK_BLOCK = int(BLOCK_S * OUT_RATE)  # 480 output samples: one tick of the `wav:` clock
+WAV_HEADER = 44  # omnid.audio.wav writes a plain 44-byte header, then the samples
+CLOCK_LAG_BLOCKS = 2
+"""How many blocks the daemon's `wav:` clock may run behind real time on a loaded machine when
+the test reads the file (it catches up; late blocks keep their scheduled place on the timeline)."""
+COMMIT_MS_MAX = 100.0
+"""release → commit as the daemon measures it (one clock, but two of its threads: the control
+thread stamps the release, the conversation thread sends the commit). 0.1–0.5 ms is usual; the
+margin is for a busy machine and stays under one 100 ms microphone batch, the delay a commit
+that waited for the next batch would show."""
+
+
+def timeline_samples(path: Path) -> int:
+    """How far the `wav:` speaker's timeline has got, in output samples: the file's length now.
+    It never runs ahead of the daemon's clock, so everything the daemon does after this moment
+    lands at or after this position."""
+    return (os.path.getsize(path) - WAV_HEADER) // 2
 
 
 def read_wav(path: Path) -> np.ndarray:
@@ -93,6 +117,14 @@ def test_a_held_turn_sends_exactly_the_audio_between_press_and_release(tmp_path:
     )
     daemon = Daemon(tmp_path, config, key)
     held: list[tuple[float, float]] = []  # (press, release) on the microphone timeline, s
+    # (press, release) each as (before the command, after its reply) on the daemon's own
+    # timeline, in microphone samples: read off the speaker file (module docstring).
+    bracket: list[tuple[tuple[int, int], tuple[int, int]]] = []
+    spk = tmp_path / "spk.wav"
+
+    def mic_position() -> int:
+        return timeline_samples(spk) * IN_RATE // OUT_RATE
+
     try:
         daemon.wait_ready()
         wall0 = daemon.audio_started_wall()
@@ -100,12 +132,16 @@ def test_a_held_turn_sends_exactly_the_audio_between_press_and_release(tmp_path:
             at = 1.0 + 3.0 * k + 0.027 * k
             time.sleep(max(0.0, wall0 + at - time.time()))
             before = time.time()
+            press_at = (mic_position(), 0)
             assert daemon.ctl("press")["state"] == "listening"
             press = (before + time.time()) / 2 - wall0
+            press_at = (press_at[0], mic_position())
             time.sleep(max(0.0, wall0 + at + 1.2 - time.time()))
             before = time.time()
+            release_at = (mic_position(), 0)
             assert daemon.ctl("release")["ok"]
             held.append((press, (before + time.time()) / 2 - wall0))
+            bracket.append((press_at, (release_at[0], mic_position())))
             daemon.wait_record("turn", count=k + 1, timeout=10)
     finally:
         assert daemon.stop() == 0
@@ -120,16 +156,23 @@ def test_a_held_turn_sends_exactly_the_audio_between_press_and_release(tmp_path:
             turns.append([])
     sent = [np.concatenate(t) for t in turns[:-1]]
     assert len(sent) == len(held) == 4
-    block, slack = int(BLOCK_S * IN_RATE), int(0.005 * IN_RATE)
-    for (press, release), pcm in zip(held, sent, strict=True):
+    block = int(BLOCK_S * IN_RATE)
+    late = block + CLOCK_LAG_BLOCKS * block  # the block in progress, and a clock running late
+    for (press, release), pcm, (pressed, released) in zip(held, sent, bracket, strict=True):
         start = locate(mic, pcm[:64])
         end = locate(mic, pcm[-64:]) + 64
         assert np.array_equal(mic[start:end], pcm)  # one unbroken stretch of the microphone
         print(
             f"\nheld {press:.3f}–{release:.3f} s; sent {start / IN_RATE:.3f}–{end / IN_RATE:.3f} s"
         )
-        assert press * IN_RATE - block - slack <= start <= press * IN_RATE + slack
-        assert release * IN_RATE - block - slack <= end <= release * IN_RATE + slack
+        # Exact, on the daemon's timeline: nothing recorded before the press was asked for, and
+        # everything recorded before the release was asked for, went out with the turn.
+        assert start >= pressed[0], "audio from before the press was sent"
+        assert end >= released[0], "the end of the utterance did not go out with the commit"
+        # The turn starts with the block in progress when the press was acted on (before its
+        # reply), and ends with the one in progress at the release.
+        assert start <= pressed[1] + late, "the turn began later than the press"
+        assert end <= released[1] + late, "audio from after the release was sent"
 
 
 def locate(haystack: np.ndarray, needle: np.ndarray) -> int:
@@ -166,7 +209,7 @@ def test_release_to_commit_is_fast_whatever_the_utterance_length(
         f"\n{seconds:.0f} s utterance: release→commit {commit_ms} ms, "
         f"commit→first audio {turn['OMNID_FIRST_AUDIO_MS']} ms"
     )
-    assert commit_ms < 20.0
+    assert commit_ms < COMMIT_MS_MAX
 
     wire = sim.wire("recv")
     kinds = [r["event"]["type"] for r in wire]
@@ -201,6 +244,10 @@ def test_tap_during_playback_silences_within_one_block_and_cancels(tmp_path: Pat
         tap_sent = time.time()
         reply = daemon.ctl("tap")
         tap_done = time.time()
+        # The reply comes after the speaker was flushed: whatever the timeline holds beyond
+        # this point was rendered after the flush, but for the one block a tick may have been
+        # rendering at that moment.
+        at_ack = timeline_samples(tmp_path / "spk.wav")
         assert reply["ok"] and reply["state"] == "idle"
         time.sleep(1.0)  # let the timeline run on: it must stay silent
         turn = daemon.wait_record("turn")[0]
@@ -217,7 +264,7 @@ def test_tap_during_playback_silences_within_one_block_and_cancels(tmp_path: Pat
     assert np.abs(before_tap).max() > 64, "the answer was not playing when we tapped"
     lag_ms = (last_sound - tap_done) * 1000
     print(f"\nlast reply sample played {lag_ms:.1f} ms after the tap was acknowledged")
-    assert last_sound <= tap_done + BLOCK_S + 0.015
+    assert loud[-1] < at_ack + SPK_BLOCK, "reply audio more than one block after the tap"
 
     sent = [r for r in sim.wire("recv") if r["event"]["type"] == "response.cancel"]
     assert len(sent) == 1 and sent[0]["t"] >= tap_sent
