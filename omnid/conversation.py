@@ -85,6 +85,7 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
         self._wait_key: tuple[int, bool, bool] | None = None  # what the thinking clock times
         self._wait_since = 0.0
         self._active: set[str] = set()  # the service's responses running in this session
+        self._disowned_answer = False  # the next unasked-for answer belongs to a lost turn
         self.budget = DailyBudget(cfg.usage.daily_token_limit, default_state_dir())
         self.disk = DiskWriter()  # state files: never written on this thread
         self.camera: Any = None  # opened by open_camera(): a feed and its FramePolicy
@@ -196,6 +197,9 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
         if self.state == "listening" and self.vad:
             if now - turn.started_t >= self.cfg.audio.max_turn_s:
                 self._lose(turn, "the service heard no end of speech")
+                # It will still answer that speech once it ends: that answer is the lost
+                # turn's, and must not play after the error tone as a turn of its own.
+                self._disowned_answer = True
         elif (
             self.state == "listening"
             and turn.released_t is None

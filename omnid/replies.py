@@ -46,6 +46,7 @@ class ServiceEvents:
     history: deque[Turn]
     _dead: deque[str]
     _active: set[str]
+    _disowned_answer: bool
     budget: DailyBudget
     disk: DiskWriter
 
@@ -108,6 +109,10 @@ class ServiceEvents:
                 ):
                     self._cancel_active()  # push-to-talk asked for none: nothing may speak
                     return
+                if turn is None and self.vad and self._disowned_answer:
+                    self._disowned_answer = False
+                    self._cancel_active()
+                    return
                 if turn is None and self.vad:  # an answer without a speech_started we saw
                     turn = self._new_turn(msg.t)
                     turn.response_requested, self.state = True, "thinking"
@@ -145,6 +150,7 @@ class ServiceEvents:
         turn = self.turn
         if not self.vad or (turn is not None and turn.retried and not turn.response_id):
             return  # (the second case: the service hearing our replay of a dropped turn)
+        self._disowned_answer = False  # a new utterance: whatever comes now answers it
         if self.state in ("thinking", "speaking"):
             self._interrupt()
         if self.state != "listening":
