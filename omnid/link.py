@@ -112,11 +112,9 @@ class Link:
         self._cond = threading.Condition()
         self._writing_since: float | None = None  # monotonic start of the write under way
         self._dead_reason = ""
-        self.images_skipped = 0
         self.session_id = ""
         self.opened_at = 0.0
         self.last_send_t = 0.0
-        self.last_recv_t = 0.0
 
     def __repr__(self) -> str:
         return f"<Link #{self.id} {self.session_id or 'unconfigured'}>"
@@ -175,7 +173,7 @@ class Link:
         size = len(event.get("audio") or event.get("image") or "") + 64
         with self._cond:
             if kind == "input_image_buffer.append" and self._outbox_bytes > IMAGE_BACKLOG_BYTES:
-                self.images_skipped += 1
+                log.debug("link %s: camera frame skipped: the outbound queue is backed up", self.id)
                 return False
             if self._outbox_bytes + size > MAX_BACKLOG_BYTES:
                 backlog = self._outbox_bytes
@@ -209,21 +207,11 @@ class Link:
             self._outbox.append((marker, 0))
             self._cond.notify()
 
-    @property
-    def backlog_bytes(self) -> int:
-        return self._outbox_bytes
-
-    def stalled(self, now: float | None = None) -> float:
-        """Seconds the writer has been stuck in one write (0 when it is not writing)."""
-        since = self._writing_since
-        if since is None:
-            return 0.0
-        return (time.monotonic() if now is None else now) - since
-
     def check_writer(self) -> None:
         """Declare the link dead if its writer has made no progress for WRITE_STALL_S. Called
         from the session's tick; only a `shutdown()` syscall, which does not block."""
-        stuck = self.stalled()
+        since = self._writing_since
+        stuck = 0.0 if since is None else time.monotonic() - since
         if stuck >= WRITE_STALL_S and self.is_open:
             self.declare_dead(f"nothing could be sent for {stuck:.0f} s (network stalled)")
 
@@ -299,14 +287,10 @@ class Link:
         reason = ""
         try:
             while True:
-                # Control frames too: a pong is proof of life (websocket-client answers pings).
-                opcode, data = ws.recv_data(control_frame=True)
-                self.last_recv_t = time.monotonic()
+                opcode, data = ws.recv_data()
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
                     code, reason = _close_frame(data)
                     break
-                if opcode in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
-                    continue
                 if opcode != websocket.ABNF.OPCODE_TEXT:
                     log.warning("link %s: ignoring a non-text frame (opcode %s)", self.id, opcode)
                     continue
