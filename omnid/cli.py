@@ -1,4 +1,4 @@
-"""The `omnid` command: one entry point, one sub-command per job (design.md, "Commands").
+"""The `omnid` command: one entry point, one sub-command per job.
 
 Sub-command modules are imported lazily so that `omnid ctl status` or `omnid check-config` do not
 pay for PortAudio, numpy or the WebSocket stack.

@@ -1,4 +1,4 @@
-"""The control socket: one text command per line in, one JSON line out (design.md).
+"""The control socket: one text command per line in, one JSON line out.
 
 The server thread only turns lines into `ControlRequest` events and waits for the conversation
 thread's reply, so `omnid ctl press` and the GPIO button drive exactly the same code.

@@ -1,37 +1,50 @@
-"""The turn state machine: one thread, one queue, no locks (design.md, "Inside").
+"""The turn state machine: one thread, one queue, no locks.
 
 States: idle → listening → thinking → speaking → idle, with offline/connecting reported from the
-session while idle. Every input arrives as an event on `self.queue`; timers run from `tick()`
-driven by the injected clock, so the machine can be tested by feeding events with a fake clock.
+session while idle. Every input arrives as an event on the inbox; timers run from `tick()` driven
+by the injected clock, so the machine can be tested by feeding events with a fake clock.
+
+The conversation owns the turn and decides; its collaborators own the rest, and are given to it
+at construction: the session (links, rollover), the mode (when the microphone reaches the service
+and what ends a turn), the uplink (hands-free streaming), playback (speaker, earcons, the
+microphone's masks, volume), the service's running responses, the vision (camera frames), the
+tools, the daily budget, and the feedback seam that the LED, earcons, STATUS and journal
+subscribe to. A turn is one utterance and may take several responses (function calls, then the
+answer); only the last ends it.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from omnid import events as ev
 from omnid import protocol
 from omnid.config import Config
 from omnid.control import answer
-from omnid.devices import Output
+from omnid.devices import AudioDevices
 from omnid.diskwriter import DiskWriter
-from omnid.earcons import Earcons
-from omnid.interface import DeviceInterface
+from omnid.feedback import Feedback, OutageNotice
+from omnid.health import Health
+from omnid.micfeed import MicQueue, PreRoll
 from omnid.models import WIRE_INPUT_RATE
+from omnid.modes import MODES, Mode
+from omnid.playback import Playback
 from omnid.quota import DailyBudget
-from omnid.replies import ServiceEvents
-from omnid.session import Session, carry_over_instructions
-from omnid.supervisor import Journal, Notifier, Watchdog
+from omnid.responses import ServiceResponses
+from omnid.session import Session
+from omnid.settings import Settings
+from omnid.supervisor import Journal, Notifier
+from omnid.testhooks import TestHooks
+from omnid.tools import Tools
 from omnid.turn import APPEND_SAMPLES, Turn
-from omnid.upkeep import Upkeep
 from omnid.uplink import Uplink
+from omnid.usage import record_usage
 from omnid.vision import Vision
-from omnid.volume import default_state_dir
 
 log = logging.getLogger("omnid.conversation")
 
@@ -39,68 +52,69 @@ TICK_S = 0.1
 MIN_TURN_S = 0.3  # a shorter press is a tap (or a bump of the button), not speech
 RESPONSE_TIMEOUT_S = 20.0  # commit sent, nothing back: the answer is not coming
 OFFLINE_TURN_TIMEOUT_S = 30.0  # released while offline: give up after this long
-HISTORY_TURNS = 50  # the most `session.carry_over_turns` allows; a reload may raise it
+CONFIRM_MARGIN_S = 1.0  # audio sent this shortly before a server event may still be in flight
+PRE_ROLL_S = 3.0  # recent microphone audio kept for a turn that opens after its first words
 
 
-class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
+class Conversation:
     def __init__(
         self,
-        cfg: Config,
-        speaker: Output,
+        settings: Settings,
+        inbox: ev.Inbox,
+        session: Session,
+        playback: Playback,
+        uplink: Uplink,
+        vision: Vision,
+        mic: MicQueue,
+        feedback: Feedback,
+        health: Health,
+        budget: DailyBudget,
+        tools: Tools,
         journal: Journal,
-        notifier: Notifier | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        notifier: Notifier,
+        disk: DiskWriter,
+        history: deque[Turn],
+        clock: Callable[[], float],
+        devices: AudioDevices | None = None,
+        hooks: TestHooks | None = None,
     ) -> None:
-        self.cfg = cfg
-        self.speaker = speaker
-        self.journal = journal
-        self.notifier = notifier or Notifier()
+        self.settings = settings
+        self.inbox = inbox
+        self.session = session
+        self.playback = playback
+        self.uplink = uplink
+        self.vision = vision
+        self.mic = mic
+        self.feedback = feedback
+        self.health = health
+        self.budget = budget
+        self.tools = tools
+        self.journal = journal  # usage records (turn records go through the feedback seam)
+        self.notifier = notifier
+        self.disk = disk
+        self.history = history  # finished turns, for the carry-over into the next session
         self.clock = clock
-        self.queue: queue.SimpleQueue[ev.Event] = queue.SimpleQueue()
-        self.session = Session(cfg, self.post, journal, clock)
-        self.session.instructions = self._instructions
+        self.devices = devices
+        self.hooks = hooks
+        self.mode: Mode = MODES[settings.current.session.mode]  # restart-only: fixed
+        self.responses = ServiceResponses()
+        self.pre_roll = PreRoll(PRE_ROLL_S)
+        self.outage = OutageNotice()
         self.state = "idle"  # idle | listening | thinking | speaking
-        self.vad = cfg.session.mode == "vad"
-        self.uplink = Uplink(cfg.audio.echo_guard, cfg.audio.echo_tail_ms, cfg.audio.max_turn_s)
-        self.history: deque[Turn] = deque(maxlen=HISTORY_TURNS)
-        self._dead: deque[str] = deque(maxlen=8)  # responses we cancelled: ignore their tail
         self.turn: Turn | None = None
         self.turns = 0
         self.running = False
         self._last_tick = 0.0
-        self.earcons = Earcons.generate()
-        self.led: Any = None  # the daemon attaches the LED and the volume store
-        self.volume_store: Any = None
-        self.volume_pct = cfg.audio.output_volume
-        self._shown = ""
-        self._announced_offline = False
-        self._offline_since: float | None = None
-        self.watchdog = Watchdog.from_env()
-        self.last_mic_t = clock()
-        self.mic_missing = False
-        self.mic: Any = None  # set by the daemon, with the device keeper
-        self.devices: Any = None
-        self.audio_trouble = ""
-        self._pending_cfg: Config | None = None
-        self._wait_key: tuple[int, bool, bool] | None = None  # what the thinking clock times
+        self._wait_key: tuple[int, bool, bool, int] | None = None  # what the thinking clock times
         self._wait_since = 0.0
-        self._active: set[str] = set()  # the service's responses running in this session
         self._disowned_answer = False  # the next unasked-for answer belongs to a lost turn
-        self.budget = DailyBudget(cfg.usage.daily_token_limit, default_state_dir())
-        self.disk = DiskWriter()  # state files: never written on this thread
-        self.camera: Any = None  # opened by open_camera(): a feed and its FramePolicy
-        self.frames: Any = None
 
-    def _instructions(self) -> str:
-        """What a new session is told, from the configuration in force now (a reload swaps it)."""
-        keep = self.cfg.session.carry_over_turns
-        return carry_over_instructions(
-            self.cfg.session.instructions, list(self.history)[-keep:] if keep else []
-        )
+    @property
+    def cfg(self) -> Config:
+        return self.settings.current
 
     def post(self, event: ev.Event) -> None:
-        """The only entry point for other threads: never blocks."""
-        self.queue.put_nowait(event)
+        self.inbox.post(event)
 
     # ------------------------------------------------------------------ loop
 
@@ -109,10 +123,7 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
         self.session.connect_now()
         self._status()
         while self.running:
-            try:
-                event: ev.Event | None = self.queue.get(timeout=TICK_S)
-            except queue.Empty:
-                event = None
+            event = self.inbox.get(timeout=TICK_S)
             if event is not None:
                 self.handle(event)
             now = self.clock()
@@ -130,18 +141,9 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
 
     def _dispatch(self, event: ev.Event) -> None:
         match event:
-            case ev.MicBatch():
-                for block in event.blocks:
-                    self._on_mic(block)
-                if self.devices is not None:
-                    self.devices.batcher.handled()
-                turn = self.turn
-                if turn is not None and turn.released_t is not None and self.state == "listening":
-                    self.release(turn.released_t)  # the batch it waited for is in
+            case ev.MicReady():
+                self._take_mic(event.upto)
                 return  # audio cannot change what STATUS or the LED show; tick() refreshes them
-            case ev.MicBlock():
-                self._on_mic(event)
-                return
             case ev.LinkMessage():
                 self._on_server(event)
             case ev.SpeakerEvent():
@@ -153,8 +155,10 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
             case ev.Tap():
                 self.tap(event.t)
             case ev.ControlRequest():
-                if not self._test_hook(event):
+                if self.hooks is None or not self.hooks.handle(event):
                     answer(self, event)
+            case ev.FunctionResult():
+                self._on_function_result(event)
             case ev.LinkUp():
                 self.session.on_link_up(event.link)
             case ev.LinkFailed():
@@ -169,60 +173,59 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
                 self.running = False  # first: nothing after this may keep the loop alive
                 self.notifier.stopping()
             case ev.Reload():
-                self._on_reload()
+                if not self.settings.read_update():
+                    self.notifier.ready()  # reported; the running configuration stays
             case ev.Frame():
-                self.on_frame(event)
+                self.vision.offer(event)
             case ev.AudioLost():
                 self._on_audio_lost(event.reason)
             case ev.AudioRetry():
-                self._on_audio_retry(event)
+                self.health.audio_retry(event.reason, event.delay_s)
             case ev.AudioReady():
-                self._on_audio_ready(event)
+                self.playback.use(event.speaker)
+                self.health.audio_back()
         self._status()
 
     def tick(self, now: float) -> None:
         self._status()  # the clock moves STATUS too ("retrying in 8 s", "session 37 min")
         self.session.tick(now)
-        self._watchdog_tick(now)
-        self.vision_tick()
+        self.health.tick(now)
+        self.vision.tick()
         turn = self.turn
         if turn is None:
-            if self._pending_cfg is not None:
+            if self.settings.pending is not None:
                 self._apply_reload()
             elif self.session.next_ready:
                 self._swap()  # rollover, at a turn boundary
             elif self.session.rollover_due(now):
                 self.session.start_rollover()
             return
-        if self.state == "listening" and self.vad:
-            if now - turn.started_t >= self.cfg.audio.max_turn_s:
+        if self.state == "listening" and now - turn.started_t >= self.cfg.audio.max_turn_s:
+            if self.mode.overlong == "lose":
                 self._lose(turn, "the service heard no end of speech")
                 # It will still answer that speech once it ends: that answer is the lost
                 # turn's, and must not play after the error tone as a turn of its own.
                 self._disowned_answer = True
-        elif (
-            self.state == "listening"
-            and turn.released_t is None
-            and now - turn.started_t >= self.cfg.audio.max_turn_s
-        ):
-            log.warning(
-                "turn %d held past max_turn_s (%.0f s): sending it",
-                turn.number,
-                self.cfg.audio.max_turn_s,
-            )
-            self.release(now)
+            elif turn.released_t is None:
+                log.warning(
+                    "turn %d held past max_turn_s (%.0f s): sending it",
+                    turn.number,
+                    self.cfg.audio.max_turn_s,
+                )
+                self.release(now)
         elif self.state == "thinking":
             self._thinking_timeouts(turn, now)
-        elif self.state == "speaking" and self.speaker.queued_s <= 0:
+        elif self.state == "speaking" and self.playback.queued_s <= 0:
             if turn.response_done or turn.audio_done:  # response.done may never follow
-                self._finish(turn, "answered")
+                self._answered_or_next(turn)
             elif turn.last_audio_t is not None and now - turn.last_audio_t > RESPONSE_TIMEOUT_S:
                 self._lose(turn, "the answer stopped coming")
 
     def _thinking_timeouts(self, turn: Turn, now: float) -> None:
         """Every wait for the service ends: the clock starts when the wait does (the release,
-        the service's commit, or a replay after a drop), so no turn can wait for ever."""
-        key = (turn.number, turn.retried, turn.commit_pending)
+        the service's commit, a replay after a drop, each further response), so no turn can
+        wait for ever."""
+        key = (turn.number, turn.retried, turn.commit_pending, turn.responses)
         if key != self._wait_key:
             self._wait_key, self._wait_since = key, now
         waited = now - self._wait_since
@@ -238,41 +241,44 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
         if self.budget.exhausted and self.state == "idle":
             self._refuse(t)
             return
-        if self.vad:  # hands-free: the button interrupts the answer, or (idle) toggles mute
-            if self.state in ("thinking", "speaking"):
-                self._interrupt()
-            elif self.state == "idle":
+        if self.state in ("thinking", "speaking"):
+            self._interrupt()  # over the answer: stop it (push-to-talk then listens)
+            if self.mode.press != "talk":
+                return
+        elif self.mode.press == "mute":
+            if self.state == "idle":
                 self.uplink.muted = not self.uplink.muted
                 log.info("microphone %s", "muted" if self.uplink.muted else "unmuted")
             return
-        if self.state in ("thinking", "speaking"):
-            self._interrupt()  # push-to-talk over the answer: stop it and listen
         if self.state == "listening":
             return
-        self._new_turn(t)
-        self.state = "listening"
-        self.vision("turn_start")
-        self._earcon("listening", t)  # capture runs from the press; the earcon is masked out
+        self._open_turn(t)
+        self.feedback.cue("listening", t)  # capture runs from the press; the earcon is masked
         if not self.session.ready:
             self.session.connect_now(user=True)  # a press while offline tries at once
 
     def _new_turn(self, t: float) -> Turn:
         self.turns += 1
-        self.turn = Turn(self.turns, self.cfg.session.mode, t)
+        self.turn = Turn(self.turns, self.mode.name, t)
         return self.turn
+
+    def _open_turn(self, t: float, item_id: str = "") -> Turn:
+        turn = self._new_turn(t)
+        turn.item_id = item_id
+        for block in self.pre_roll.take(self.mode.pre_roll_s, before=t):
+            turn.add(block.pcm)
+        self.state = "listening"
+        self.vision.turn_start()
+        return turn
 
     def release(self, t: float) -> None:
         turn = self.turn
-        if turn is None or self.state != "listening" or self.vad:
+        if turn is None or self.state != "listening" or self.mode.service_detects_turns:
             return
         if turn.released_t is None:
             turn.released_t = t
         t = turn.released_t
-        if self.devices is not None:  # the end of the utterance, not yet handed over in a batch
-            if self.devices.batcher.in_flight:
-                return  # a posted batch holds more of it: released again once it is handled
-            for block in self.devices.batcher.drain(begun_before=t):
-                self._on_mic(block)
+        self._take_mic(None)  # the end of the utterance, already captured: with the commit
         if turn.audio_s < MIN_TURN_S:
             log.info("press of %.2f s ignored (shorter than %.1f s)", turn.audio_s, MIN_TURN_S)
             self.turn, self.state = None, "idle"
@@ -280,56 +286,65 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
             return
         self.state = "thinking"
         turn.commit_pending = True
-        self.vision("turn_end")
-        self._earcon("sent")
+        self.vision.turn_end()
+        self.feedback.cue("sent")
         self._commit(turn)
 
     def tap(self, t: float) -> None:
         if self.state in ("thinking", "speaking"):
             self._interrupt()
 
-    def _cancel_active(self) -> None:
+    def _send_cancel(self) -> None:
         """Cancel what the service is generating: nothing of it will be played."""
-        if self._active and self.session.ready:
-            self.session.send(protocol.response_cancel())
-        self._dead.extend(self._active)
-        self._active.clear()
+        self.responses.cancel(self.session.send if self.session.ready else None)
 
     def _interrupt(self) -> None:
         """Stop the answer: silence the speaker now, then tell the service."""
-        self.speaker.flush()
+        self.playback.flush()
         turn = self.turn
         if turn is None:
             return
         turn.cancelled = True
-        if turn.response_id:
-            self._dead.append(turn.response_id)
+        self.responses.disown(turn.response_id)
         if turn.response_requested and not turn.response_done:
             self.session.send(protocol.response_cancel())
-            self._dead.extend(self._active)
-            self._active.clear()
+            self.responses.cancel(None)
         self._finish(turn, "cancelled")
 
     # ------------------------------------------------------------------ audio in
 
+    def _take_mic(self, upto: int | None) -> None:
+        for block in self.mic.take(upto):
+            self._on_mic(block)
+
     def _on_mic(self, block: ev.MicBlock) -> None:
-        self.last_mic_t = block.t
+        self.health.heard(block.t)
+        self.pre_roll.add(block)
         if self.budget.exhausted:
             return  # nothing goes to the service until midnight
-        pcm = self.uplink.mask(block.pcm, block.t)
-        if self.vad:
-            self.uplink.stream(pcm, block.t, self.session.ready, self.send_append)
-            if self.turn is not None and self.state == "listening":
-                self.turn.add(pcm)  # kept for a replay should the link drop before the answer
-            return
+        pcm = block.pcm
+        if self.uplink.muted or self.playback.silences_mic(block.t):
+            pcm = np.zeros_like(pcm)
         turn = self.turn
+        if self.mode.streams_always:
+            self.uplink.stream(pcm, block.t, self.session.ready, self._send_audio)
+            if turn is not None and self.state == "listening":
+                turn.add(pcm)  # kept for a replay should the link drop before the answer
+            return
         if turn is None or self.state != "listening" or block.t <= turn.started_t:
-            return  # a block that ended before the press came in the same batch as the press
+            return  # a block that ended before the press
         begun = block.t - len(pcm) / WIRE_INPUT_RATE
         if turn.released_t is not None and begun >= turn.released_t - 1e-3:
-            return  # begun after the release (it came in the batch the release waited for)
+            return  # begun after the release
         turn.add(pcm)
         self._stream(turn, final=False)
+
+    def _send_audio(self, event: protocol.Event) -> bool:
+        """Every audio append goes through here: it opens the buffer for images."""
+        if not self.session.send(event):
+            return False
+        self.vision.appended()
+        return True
 
     def _stream(self, turn: Turn, final: bool) -> None:
         """Send what the service has not got yet, in ~100 ms appends (all of it when final)."""
@@ -340,7 +355,7 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
             return
         for start in range(0, len(pcm), APPEND_SAMPLES * 10):
             chunk = pcm[start : start + APPEND_SAMPLES * 10]
-            if not self.send_append(protocol.audio_append(chunk.astype("<i2").tobytes())):
+            if not self._send_audio(protocol.audio_append(chunk.astype("<i2").tobytes())):
                 return
         turn.mark_sent()
 
@@ -352,26 +367,227 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
             return
         turn.commit_sent_t = self.clock()
         turn.commit_pending = False
-        self.vision("commit")
-        self._cancel_active()  # one active response at a time: a stale one goes first
+        self.vision.committed()
+        self._request_response(turn)
+
+    def _request_response(self, turn: Turn) -> None:
+        self._send_cancel()  # one active response at a time: a stale one goes first
         if self.session.send(protocol.response_create()):
             turn.response_requested = True
+
+    # ------------------------------------------------------------------ the service
+
+    def _on_server(self, msg: ev.LinkMessage) -> None:
+        session = self.session
+        if msg.link is session.next:
+            session.on_message(msg.link, msg.event)  # a rollover successor, configuring
+            if session.next_ready and not session.ready:
+                self._swap()  # the current session is gone: no reason to wait for a boundary
+            return
+        if msg.link is not session.link:
+            return  # a late event from a link we already left
+        event = msg.event
+        if self.mode.streams_always:  # the service is alive: it has heard what it got before
+            self.uplink.confirm(msg.t - CONFIRM_MARGIN_S)
+        if session.on_message(msg.link, event):
+            self._on_session_ready()
+            return
+        turn = self.turn
+        match event:
+            case protocol.AudioDelta():
+                if turn is not None and self._current(turn, event.response_id):
+                    self._play(turn, event, msg.t)
+            case protocol.SpeechStarted():
+                self._on_speech_started(event, msg.t)
+            case protocol.SpeechStopped():
+                vad = self.mode.service_detects_turns
+                if turn is not None and vad and self.state == "listening":
+                    turn.released_t = turn.commit_sent_t = msg.t  # the service commits now
+                    turn.response_requested = True  # and answers on its own
+                    self.state = "thinking"
+                    self.vision.turn_end()
+            case protocol.Committed():
+                if self.mode.service_detects_turns:
+                    self.vision.committed()
+                if turn is not None and not turn.item_id:
+                    turn.item_id = event.item_id
+            case protocol.ResponseCreated():
+                self._on_response_created(event, msg.t)
+            case protocol.TranscriptDelta():
+                if turn is not None and self._current(turn, event.response_id):
+                    turn.assistant_text += event.delta
+            case protocol.TranscriptDone():
+                if turn is not None and self._current(turn, event.response_id):
+                    turn.assistant_text = event.transcript or turn.assistant_text
+            case protocol.InputTranscriptDelta():
+                log.debug("hearing: %s", event.text + event.stash)
+            case protocol.InputTranscriptCompleted():
+                # Arrives asynchronously, possibly after the answer: match it by item.
+                for past in (turn, *self.history):
+                    if past is not None and (past.item_id == event.item_id or not past.item_id):
+                        past.user_text = event.transcript
+                        break
+            case protocol.AudioDone():
+                if turn is not None and self._current(turn, event.response_id):
+                    turn.audio_done = True
+                    self.playback.end_answer()
+            case protocol.ResponseDone():
+                self.responses.done(event.response_id)
+                self._on_response_done(event)
+            case protocol.Error():
+                self._on_error(event)
+            case protocol.Unknown():
+                log.debug("ignoring server event %s", event.type)
+
+    def _on_speech_started(self, event: protocol.SpeechStarted, t: float) -> None:
+        """The service heard the user begin. Over the answer, that is a barge-in: the speaker
+        goes quiet at once, and the service (which also stops on its own) gets one cancel."""
+        turn = self.turn
+        if not self.mode.service_detects_turns:
+            return
+        if turn is not None and turn.retried and not turn.response_id:
+            return  # the service hearing our replay of a dropped turn
+        self._disowned_answer = False  # a new utterance: whatever comes now answers it
+        if self.state in ("thinking", "speaking"):
+            self._interrupt()
+        if self.state != "listening":
+            self._open_turn(t, event.item_id)
+
+    def _on_response_created(self, event: protocol.ResponseCreated, t: float) -> None:
+        self.responses.created(event.response_id)
+        if self.responses.dead(event.response_id):
+            return
+        turn = self.turn
+        mine = turn is not None and turn.response_id in ("", event.response_id)
+        if turn is not None and turn.response_requested and mine:
+            turn.response_id = event.response_id
+            return
+        if not self.mode.service_detects_turns:
+            self._send_cancel()  # push-to-talk asked for none: nothing may speak
+        elif turn is None and self._disowned_answer:
+            self._disowned_answer = False
+            self._send_cancel()  # the answer to a turn already given up as lost
+        elif turn is None:  # hands-free: an answer to speech whose speech_started we missed
+            turn = self._new_turn(t)
+            turn.response_requested, turn.response_id = True, event.response_id
+            self.state = "thinking"
+
+    def _current(self, turn: Turn, response_id: str) -> bool:
+        if turn.cancelled or not turn.response_requested or self.responses.dead(response_id):
+            return False
+        return not turn.response_id or not response_id or response_id == turn.response_id
+
+    def _play(self, turn: Turn, delta: protocol.AudioDelta, t: float) -> None:
+        turn.last_audio_t = t
+        if turn.first_audio_t is None:
+            turn.first_audio_t = t
+        if self.state == "thinking":
+            self.state = "speaking"
+        self.playback.play(np.frombuffer(delta.pcm, dtype="<i2"))
+
+    def _on_response_done(self, done: protocol.ResponseDone) -> None:
+        turn = self.turn
+        mine = turn is not None and self._current(turn, done.response_id)
+        first_ms: float | str = ""
+        if turn is not None and mine:
+            first_ms = turn.ms(turn.commit_sent_t, turn.first_audio_t)
+            turn.usage_tokens += done.usage.total_tokens
+        record_usage(self.journal, self.cfg.api.model, self.session.session_id, done, first_ms)
+        save = self.budget.add(done.usage.total_tokens)
+        if save is not None:
+            self.disk.submit("usage-today", save)
+        if turn is None or not mine or turn.cancelled:
+            return
+        turn.response_done = True
+        if done.status not in ("completed", ""):
+            log.warning("response %s ended %s", done.response_id, done.status)
+        if done.calls and done.status in ("completed", ""):
+            turn.calls = list(done.calls)
+            turn.results.clear()
+            for call in done.calls:
+                self.tools.call(call, self.inbox.post)
+        if self.state == "thinking" or self.playback.queued_s <= 0:
+            self._answered_or_next(turn)
+
+    def _answered_or_next(self, turn: Turn) -> None:
+        """The running response has ended and played out. It answered the turn, or it called
+        functions and the turn goes on with the next response once their results are in."""
+        if not turn.calls:
+            self._finish(turn, "answered")
+            return
+        if turn.response_id:
+            names = ", ".join(c.name for c in turn.calls)
+            log.info("turn %d: response %s called %s", turn.number, turn.response_id, names)
+            turn.next_response()
+            self.state = "thinking"
+        self._send_results(turn)
+
+    def _on_function_result(self, result: ev.FunctionResult) -> None:
+        turn = self.turn
+        if turn is None or all(c.call_id != result.call_id for c in turn.calls):
+            log.info("function result for %s arrived after its turn ended", result.call_id)
+            return
+        if all(cid != result.call_id for cid, _ in turn.results):
+            turn.results.append((result.call_id, result.output))
+        if not turn.response_id:  # the calling response has ended (and played out)
+            self._send_results(turn)
+
+    def _send_results(self, turn: Turn) -> None:
+        """All results in: they go to the service in the order the model called, then the
+        turn's next response is asked for."""
+        outputs = dict(turn.results)
+        missing = any(c.call_id not in outputs for c in turn.calls)
+        if not turn.calls or missing or not self.session.ready:
+            return
+        for call in turn.calls:
+            self.session.send(protocol.function_call_output(call.call_id, outputs[call.call_id]))
+        turn.calls.clear()
+        turn.results.clear()
+        self._request_response(turn)
+
+    def _on_error(self, error: protocol.Error) -> None:
+        if error.no_active_response:
+            self.responses.session_gone()
+            log.debug("service: %s (expected after a cancel)", error.message)
+            return
+        if error.idle_close:
+            log.info("service closed the idle session: %s", error.message)
+            return
+        log.warning(
+            "service error %s: %s (param %s)",
+            error.code or error.error_type,
+            error.message,
+            error.param or "-",
+        )
+        turn = self.turn
+        if turn is not None and self.state == "thinking" and not turn.response_id:
+            self._lose(turn, f"the service refused the turn: {error.message}")
+
+    def _on_speaker(self, event: ev.SpeakerEvent) -> None:
+        self.playback.on_speaker(event.kind, event.t)
+        turn = self.turn
+        if turn is None:
+            return
+        if event.kind == "started" and turn.first_played_t is None and turn.first_audio_t:
+            turn.first_played_t = event.t
+        elif event.kind == "drained" and self.state == "speaking" and turn.response_done:
+            self._answered_or_next(turn)
 
     # ------------------------------------------------------------------ session changes
 
     def _swap(self) -> None:
         self.session.swap()
-        self._active.clear()  # the new session has no response running
+        self.responses.session_gone()  # the new session has no response running
         self._on_session_ready()
 
     def _on_session_ready(self) -> None:
-        self.vision("reset")  # a new session's buffer is empty
+        self.vision.reset()  # a new session's buffer is empty
         turn = self.turn
-        if self.vad:
+        if self.mode.streams_always:
             if turn is not None and turn.commit_pending:  # a drop cost the answer: replay
                 turn.commit_pending = False
                 self.uplink.replay(turn.blocks, self.cfg.session.vad.silence_duration_ms)
-            self.uplink.resume(self.send_append)
+            self.uplink.resume(self._send_audio)
             return
         if turn is None:
             return
@@ -381,68 +597,97 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
             self._commit(turn)
 
     def _on_session_lost(self) -> None:
-        self._active.clear()  # gone with the session
-        if self.vad:  # what the service may not have heard goes to the next session
+        self.responses.session_gone()
+        if self.mode.streams_always:  # what the service may not have heard goes to the next
             self.uplink.requeue_unconfirmed()
         turn = self.turn
-        if turn is None or (self.state == "listening" and not self.vad):
+        if turn is None or (self.state == "listening" and not self.mode.service_detects_turns):
             return  # still capturing: the audio is resent to the next session
-        if turn.response_done or turn.audio_done:
+        if (turn.response_done or turn.audio_done) and not turn.calls:
             turn.response_done = True  # all of the answer is here: let it play out
-            if self.state == "thinking" or self.speaker.queued_s <= 0:
+            if self.state == "thinking" or self.playback.queued_s <= 0:
                 self._finish(turn, "answered")
             return
         if self.state == "speaking":
             # Cut off mid-answer: stop the fragment now; the question is asked again below
             # (the whole answer then plays), or the turn is lost with the error tone.
-            self.speaker.flush()
-            if turn.response_id:
-                self._dead.append(turn.response_id)
+            self.playback.flush()
+            self.responses.disown(turn.response_id)
         if self.cfg.session.retry_turn_on_drop and not turn.retried:
             log.info("connection lost mid-turn %d: replaying it in the next session", turn.number)
             turn.retried = True
             turn.forget_sent()
             turn.commit_pending = True
-            turn.response_requested = self.vad  # hands-free: the service answers on its own
+            # Hands-free, the service answers the replayed speech on its own.
+            turn.response_requested = self.mode.service_detects_turns
             self.state = "thinking"
             self.session.connect_now(user=True)  # someone is waiting: no backoff wait
             return
         self._lose(turn, "connection lost before the answer")
 
-    # ------------------------------------------------------------------ endings
+    def _apply_reload(self) -> None:
+        """Swap the configuration in, at an idle moment: the next turn runs under it. A new
+        endpoint, model, key or voice needs a new connection (the service refuses a voice change
+        once it has spoken); other session settings go to the current session in a
+        `session.update`, and nothing streams until the service has confirmed them."""
+        swapped = self.settings.swap()
+        if swapped is None:
+            return
+        old, new = swapped
+        how = ""
+        if (new.api, new.api_key, new.effective_voice) != (
+            old.api,
+            old.api_key,
+            old.effective_voice,
+        ):
+            self.session.reconnect("configuration reloaded")
+            how = " (new connection for the new endpoint, model, key or voice)"
+        elif new.session != old.session:
+            self.session.reconfigure()
+            how = " (session.update sent)"
+        log.info("reload: applied%s", how)
+        self.notifier.ready()
 
-    def _error_earcon(self) -> None:
-        self.speaker.flush()
-        self._earcon("error")
-        self._flash_error()
+    # ------------------------------------------------------------------ devices
+
+    def _on_audio_lost(self, reason: str) -> None:
+        from omnid.devices import SilentSpeaker
+
+        self.health.audio_lost(reason)
+        self.playback.flush()
+        self.playback.use(SilentSpeaker())
+        if self.turn is not None and self.state == "speaking":
+            self._finish(self.turn, "lost", "the speaker went away during the answer")
+        if self.devices is not None:
+            self.devices.reopen(reason)
+
+    # ------------------------------------------------------------------ endings
 
     def _lose(self, turn: Turn, why: str) -> None:
         log.warning("turn %d lost: %s", turn.number, why)
-        self._error_earcon()
+        self.feedback.cue("error")
         self._finish(turn, "lost", why)
 
     def _refuse(self, t: float) -> None:
         """Daily token limit reached: the user hears it, the journal records it."""
         why = f"daily token limit of {self.budget.limit} reached ({self.budget.tokens} used)"
         log.warning("turn refused: %s", why)
-        self._error_earcon()
+        self.feedback.cue("error")
         self._finish(self._new_turn(t), "refused", why)
 
     def _finish(self, turn: Turn, outcome: str, why: str = "") -> None:
         if outcome == "answered" and turn.retried:
             outcome = "retried"
         if outcome == "lost":
-            self._cancel_active()  # an answer given up on must not keep running (and billing)
+            self._send_cancel()  # an answer given up on must not keep running (and billing)
         fields = turn.record_fields(outcome, self.session.session_id, self.clock())
-        if self.frames is not None:
-            fields["FRAMES"], fields["IMAGE_TOKENS_EST"] = self.frames.turn_counters()
+        fields["FRAMES"], fields["IMAGE_TOKENS_EST"] = self.vision.frames.turn_counters()
         if why:
             fields["REASON"] = why
         if self.cfg.log.transcripts:
             fields["USER_TEXT"] = turn.user_text
             fields["ASSISTANT_TEXT"] = turn.assistant_text
-        level = logging.WARNING if outcome == "lost" else logging.INFO
-        self.journal.record("turn", f"turn {turn.number} {outcome}", level, **fields)
+        self.feedback.turn(fields, logging.WARNING if outcome == "lost" else logging.INFO)
         if turn.user_text or turn.assistant_text or turn.item_id:
             self.history.append(turn)  # for the context carry-over into the next session
         if outcome in ("answered", "retried"):
@@ -457,3 +702,44 @@ class Conversation(ServiceEvents, Upkeep, DeviceInterface, Vision):
         if self.state != "idle" or self.session.ready:
             return self.state
         return "offline" if self.session.state == "offline" else "connecting"
+
+    def volume(self, args: list[str]) -> dict[str, Any]:
+        """`omnid ctl volume [up|down|N]`."""
+        error = self.playback.volume(args)
+        if error:
+            return {"ok": False, "state": self.public_state, "error": error}
+        return {"ok": True, "state": self.public_state, "volume": self.playback.volume_pct}
+
+    def status(self) -> dict[str, Any]:
+        """`omnid ctl status`."""
+        return {
+            "ok": True,
+            "state": self.public_state,
+            "connected": self.session.ready,
+            "session_id": self.session.session_id or None,
+            "session_age_s": round(self.session.age_s(), 1),
+            "turns": self.turns,
+        }
+
+    def status_line(self) -> str:
+        """systemd's STATUS=: one human line."""
+        state = self.public_state
+        if self.health.audio_trouble:
+            return self.health.audio_trouble
+        if self.budget.exhausted:
+            return f"daily token limit reached ({self.budget.tokens} tokens); resumes at midnight"
+        if state == "idle":
+            return f"idle (session {self.session.age_s() / 60:.0f} min, {self.turns} turns)"
+        if state == "offline" and self.session.retry_at is not None:
+            wait = max(0.0, self.session.retry_at - self.clock())
+            return f"offline, retrying in {wait:.0f} s: {self.session.last_error}"
+        return state
+
+    def _status(self) -> None:
+        """Publish the state, the STATUS line, and an outage's start and end."""
+        self.feedback.status(self.status_line())
+        state = self.public_state
+        self.feedback.state("muted" if self.uplink.muted and state == "idle" else state)
+        cue = self.outage.update(self.session.ready, self.clock())
+        if cue is not None:
+            self.feedback.cue(cue)

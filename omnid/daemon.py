@@ -8,6 +8,7 @@ deadlock, and the conversation thread must stay the only owner of state.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -15,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from omnid import events as ev
+from omnid.assembly import assemble
 from omnid.audio import AudioDeviceError
 from omnid.button import TalkButton, open_button
+from omnid.camera import CameraFeed, open_feed, worst_case_tokens_per_minute
 from omnid.config import Config
 from omnid.control import ControlServer
 from omnid.conversation import Conversation
 from omnid.devices import AudioDevices, SilentSpeaker
 from omnid.led import StatusLed, open_led
-from omnid.supervisor import Journal, Notifier
+from omnid.micfeed import MicFeed
+from omnid.supervisor import Journal, Notifier, Watchdog
 from omnid.volume import VolumeStore, default_state_dir
 
 log = logging.getLogger("omnid.daemon")
@@ -32,18 +36,31 @@ EX_SOFTWARE = 70
 
 
 class Daemon:
-    """The running daemon's parts. `open()`, then `run()` on the thread that will own the state."""
+    """The running daemon's parts. `open()`, then `run()` on the thread that will own the state.
+
+    The composition root: with `run()`, the one place that reads the environment (systemd's
+    sockets, the state directory, the test interface's switch) and hands what it found to the
+    parts; `open()` reads the state directory."""
 
     def __init__(
-        self, cfg: Config, journal: Journal | None = None, pin_factory: Any = None
+        self,
+        cfg: Config,
+        journal: Journal | None = None,
+        pin_factory: Any = None,
+        notifier: Notifier | None = None,
+        test_hooks: bool = False,
     ) -> None:
         self.cfg = cfg
         self.pin_factory = pin_factory  # gpiozero's; None = its default (tests pass MockFactory)
+        self.test_hooks = test_hooks
+        self.journal = journal or Journal()
+        self.notifier = notifier or Notifier()  # disabled: `run()` passes systemd's
+        self.inbox = ev.Inbox()
+        self.feed = MicFeed(cfg.audio.block_ms)
+        self.devices = AudioDevices(cfg.audio, self.inbox.post, self.feed)
         self.button: TalkButton | None = None
         self.led: StatusLed | None = None
-        self.journal = journal or Journal()
-        self.notifier = Notifier()
-        self.devices: AudioDevices | None = None
+        self.camera: CameraFeed | None = None
         self.control: ControlServer | None = None
         self.conversation: Conversation | None = None
 
@@ -51,18 +68,33 @@ class Daemon:
         """Open the local devices and the control socket. A missing audio device does not stop
         the daemon: it is reopened with backoff, and STATUS says so."""
         cfg = self.cfg
-        conversation = Conversation(cfg, SilentSpeaker(), self.journal, self.notifier)
-        self.conversation = conversation
-        store = VolumeStore(default_state_dir(), default=cfg.audio.output_volume)
-        conversation.volume_store, conversation.volume_pct = store, store.load()
-        self.devices = conversation.devices = AudioDevices(
-            cfg.audio, self.post, lambda: conversation.volume_pct
+        self.led = open_led(cfg.led, pin_factory=self.pin_factory)
+        self.camera = open_feed(cfg.camera, self.inbox.post)
+        if self.camera is not None:
+            cost = worst_case_tokens_per_minute(cfg.camera, cfg.session.mode)
+            log.info("camera: %s", cost.summary())
+            if cost.images_dominate:
+                log.warning("camera: images would dominate the cost (camera.fps, width, height)")
+        state_dir = default_state_dir()
+        conversation = assemble(
+            cfg,
+            self.journal,
+            speaker=SilentSpeaker(),
+            state_dir=state_dir,
+            feed=self.feed,
+            inbox=self.inbox,
+            notifier=self.notifier,
+            devices=self.devices,
+            camera=self.camera,
+            led=self.led,
+            watchdog=Watchdog.from_env(),
+            volume_store=VolumeStore(state_dir, default=cfg.audio.output_volume),
+            test_hooks=self.test_hooks,
         )
-        self.led = conversation.led = open_led(cfg.led, pin_factory=self.pin_factory)
-        conversation.open_camera()
+        self.conversation = conversation
         # The button only posts events; a pin that cannot be opened leaves the socket as trigger.
-        self.button = open_button(cfg.button, self.post, pin_factory=self.pin_factory)
-        self.control = ControlServer(Path(cfg.control.socket), self.post)
+        self.button = open_button(cfg.button, self.inbox.post, pin_factory=self.pin_factory)
+        self.control = ControlServer(Path(cfg.control.socket), self.inbox.post)
         try:
             self.control.start()
         except OSError as exc:
@@ -73,9 +105,10 @@ class Daemon:
             mic, speaker = self.devices.open()
         except AudioDeviceError as exc:
             log.error("audio device unavailable: %s", exc)
-            conversation.post(ev.AudioLost(str(exc)))
+            self.inbox.post(ev.AudioLost(str(exc)))
             return
-        conversation.mic, conversation.speaker = mic, speaker
+        conversation.playback.use(speaker)
+        # "started at wall": part of the test interface (omnid/testhooks.py).
         log.info(
             "audio open: in %s @ %d Hz, out %s @ %d Hz; started at wall %.6f",
             mic.name,
@@ -86,9 +119,7 @@ class Daemon:
         )
 
     def post(self, event: ev.Event) -> None:
-        conversation = self.conversation
-        if conversation is not None:
-            conversation.post(event)
+        self.inbox.post(event)
 
     def run(self) -> None:
         assert self.conversation is not None, "open() first"
@@ -96,13 +127,12 @@ class Daemon:
         self.conversation.run()
 
     def close(self) -> None:
-        if self.conversation is not None:
-            self.conversation.close_camera()
+        if self.camera is not None:
+            self.camera.close()
         for part in (self.button, self.led, self.control):
             if part is not None:
                 part.close()
-        if self.devices is not None:
-            self.devices.close()
+        self.devices.close()
 
 
 def _signals(daemon: Daemon) -> None:
@@ -118,7 +148,8 @@ def _signals(daemon: Daemon) -> None:
 
 def run(cfg: Config) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
-    daemon = Daemon(cfg)
+    hooks = os.environ.get("OMNID_TEST_HOOKS") == "1"
+    daemon = Daemon(cfg, notifier=Notifier.from_env(), test_hooks=hooks)
     daemon.open()
     threading.Thread(target=_signals, args=(daemon,), name="signals", daemon=True).start()
     try:

@@ -21,61 +21,12 @@ import numpy as np
 from omnid import events as ev
 from omnid.audio import AudioDeviceError, Microphone, Speaker, open_audio
 from omnid.config_schema import AudioSection
-from omnid.volume import to_gain
+from omnid.micfeed import MicFeed
 
 log = logging.getLogger("omnid.devices")
 
 RETRY_BASE_S, RETRY_CAP_S = 1.0, 30.0
 CLOSE_WAIT_S = 2.0
-MIC_BATCH_MS = 100
-"""How much microphone audio the conversation thread gets per wake-up. It sends ~100 ms appends
-anyway, so waking it for every 20 ms block only costs CPU (the wake-ups were most of its time)."""
-
-
-class MicBatcher:
-    """The microphone callback's side of the conversation queue.
-
-    The callback appends each block under a lock held for a list append (it never waits for
-    more), and posts the batch once `MIC_BATCH_MS` of blocks are in. `drain()` lets the
-    conversation take a partial batch at once — on release, the end of the utterance must go out
-    with the commit, not 80 ms later. Posting happens under the same lock, so a block is either
-    drained or posted, never both and never neither.
-    """
-
-    def __init__(self, post: Callable[[ev.Event], None], block_ms: int) -> None:
-        self._post = post
-        self.block_ms = block_ms
-        self.every = max(1, MIC_BATCH_MS // block_ms)
-        self._blocks: list[ev.MicBlock] = []
-        self._lock = threading.Lock()
-        self._posted = 0  # batches posted (audio thread) …
-        self._handled = 0  # … and handled (conversation thread): the difference is in flight
-
-    def __call__(self, pcm: np.ndarray, t: float) -> None:
-        with self._lock:
-            self._blocks.append(ev.MicBlock(pcm, t))
-            if len(self._blocks) >= self.every:
-                self._post(ev.MicBatch(self._blocks, t))
-                self._blocks = []
-                self._posted += 1
-
-    def handled(self) -> None:
-        """The conversation took a batch off its queue."""
-        self._handled += 1
-
-    @property
-    def in_flight(self) -> bool:
-        """A posted batch is still waiting in the conversation's queue: a release must wait for
-        it, or the last words before the release (up to a batch) would miss the commit."""
-        return self._posted > self._handled
-
-    def drain(self, begun_before: float) -> list[ev.MicBlock]:
-        """The blocks not yet posted that began before `begun_before` (the rest are dropped:
-        they were recorded after the moment that ends the turn)."""
-        with self._lock:
-            blocks, self._blocks = self._blocks, []
-        block_s = self.block_ms / 1000
-        return [b for b in blocks if b.t - block_s < begun_before]
 
 
 class Output(Protocol):
@@ -111,33 +62,33 @@ class SilentSpeaker:
 
 
 class AudioDevices:
+    """Opens the devices once, and again after a loss. Microphone blocks go to `feed` (every
+    consumer's queue); the speaker's events are posted."""
+
     def __init__(
         self,
         audio: AudioSection,
         post: Callable[[ev.Event], None],
-        volume_pct: Callable[[], int],
+        feed: MicFeed,
     ) -> None:
         self.audio = audio
         self._post = post
-        self._volume_pct = volume_pct
+        self.feed = feed
         self.mic: Microphone | None = None
         self.speaker: Speaker | None = None
         self._worker: threading.Thread | None = None
         self._closing = False
-        self.batcher = MicBatcher(post, audio.block_ms)
 
     def open(self) -> tuple[Microphone, Speaker]:
         """Open and start both; raises AudioDeviceError naming what is missing."""
         a = self.audio
-        self.batcher = MicBatcher(self._post, a.block_ms)  # block_ms may have been reloaded
         mic, speaker = open_audio(
             a.input_device,
             a.output_device,
             block_ms=a.block_ms,
-            on_mic_block=self.batcher,
+            on_mic_block=self.feed,
             on_speaker_event=lambda kind, t: self._post(ev.SpeakerEvent(kind, t)),
-            volume=to_gain(self._volume_pct()),
-        )
+        )  # the conversation sets the volume as it takes the speaker (`Playback.use`)
         for device in (mic, speaker):
             if hasattr(device, "on_lost"):
                 device.on_lost = lambda why: self._post(ev.AudioLost(why))

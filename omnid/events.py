@@ -1,13 +1,14 @@
-"""What other threads put on the conversation's queue (design.md, "Inside").
+"""What other threads put on the conversation's inbox (docs/architecture.md).
 
 Every producer (PortAudio callbacks, the socket reader, GPIO, the control socket, signals, timers)
-only constructs one of these and calls `queue.put_nowait`; the conversation thread is the only
+only constructs one of these and calls `Inbox.post`; the conversation thread is the only
 consumer and the only owner of state. Each event carries `t`, the monotonic time it happened, so
 latencies are measured from the moment of the cause, not from when the loop got round to it.
 """
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,13 +32,23 @@ class MicBlock:
 
 
 @dataclass(slots=True)
-class MicBatch:
-    """Consecutive microphone blocks handed over together (`devices.MicBatcher`): the
-    conversation thread wakes ten times a second instead of fifty, and each block keeps its own
-    capture time for the masks."""
+class MicReady:
+    """The microphone has queued its `upto`-th block for the conversation (`micfeed.MicQueue`):
+    the conversation wakes ten times a second instead of fifty and takes the blocks up to it,
+    each with its own capture time for the masks."""
 
-    blocks: list[MicBlock]
-    t: float  # the last block's
+    upto: int
+    t: float = field(default_factory=_now)
+
+
+@dataclass(slots=True)
+class FunctionResult:
+    """A function the model called has finished (on its own thread): `output` goes back to the
+    service as the call's `function_call_output`."""
+
+    call_id: str
+    output: str
+    t: float = field(default_factory=_now)
 
 
 @dataclass(slots=True)
@@ -159,8 +170,8 @@ class AudioReady:
 
 
 Event = (
-    MicBlock
-    | MicBatch
+    MicReady
+    | FunctionResult
     | SpeakerEvent
     | Press
     | Release
@@ -178,3 +189,27 @@ Event = (
     | AudioRetry
     | AudioReady
 )
+
+
+class Inbox:
+    """The conversation's queue. Built first, so every part that posts to it can be given its
+    `post` at construction."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[Event] = queue.SimpleQueue()
+
+    def post(self, event: Event) -> None:
+        """The only entry point for other threads: never blocks."""
+        self.queue.put_nowait(event)
+
+    def get(self, timeout: float) -> Event | None:
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def get_nowait(self) -> Event | None:
+        try:
+            return self.queue.get_nowait()
+        except queue.Empty:
+            return None

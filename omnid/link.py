@@ -67,7 +67,7 @@ class LinkError(Exception):
 
     @property
     def permanent(self) -> bool:
-        """Auth and quota refusals will not heal by retrying quickly (design.md: ≥ 60 s)."""
+        """Auth and quota refusals will not heal by retrying quickly (≥ 60 s; see the README)."""
         return self.kind in ("auth", "quota")
 
 

@@ -1,4 +1,4 @@
-"""What each Qwen-Omni-Realtime model accepts, as documented (shared/docs/protocol.md).
+"""What each Qwen-Omni-Realtime model accepts, as documented (docs/protocol.md).
 
 Both the daemon's config validation and the simulator read this table, because it is a fact about
 the service, not a habit of our client: a voice from another model's list may close the socket, so
@@ -87,6 +87,6 @@ AUDIO_TOKENS_PER_S = 12.5
 
 
 def image_tokens(width: int, height: int) -> int:
-    """Tokens one image costs: 1 per 32×32 pixels, at least 4, at most 1280 (protocol.md)."""
+    """Tokens one image costs: 1 per 32×32 pixels, at least 4, at most 1280 (docs/protocol.md)."""
     tiles = -(-width // 32) * -(-height // 32)
     return max(4, min(1280, tiles))

@@ -1,4 +1,4 @@
-"""Client events to build and server events to parse (shared/docs/protocol.md). Pure: no I/O.
+"""Client events to build and server events to parse (docs/protocol.md). Pure: no I/O.
 
 The parser is deliberately tolerant: the service adds fields, renames formats and sends events the
 docs never mention. A server event we cannot understand must never take the daemon down, so
@@ -101,7 +101,7 @@ class Error(ServerEvent):
 
     @property
     def no_active_response(self) -> bool:
-        """The expected race after our `response.cancel` (design.md): not worth a warning."""
+        """The expected race after our `response.cancel` (see the README): not worth a warning."""
         return "none active response" in self.message.lower()
 
     @property
@@ -200,10 +200,20 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """An output item of type `function_call`: the model asks us to run `name`."""
+
+    call_id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it (it may not parse)
+
+
+@dataclass(frozen=True, slots=True)
 class ResponseDone(ServerEvent):
     response_id: str
     status: str
     usage: Usage
+    calls: tuple[FunctionCall, ...] = ()
 
 
 # ----------------------------------------------------------------------------- parsing helpers
@@ -252,6 +262,17 @@ def parse_usage(usage: Any) -> Usage:
         output_text_tokens=_int(usage, "output_tokens_details", "text_tokens"),
         output_audio_tokens=_int(usage, "output_tokens_details", "audio_tokens"),
         search_count=_int(usage, "plugins", "search", "count"),
+    )
+
+
+def _calls(output: Any) -> tuple[FunctionCall, ...]:
+    """The `function_call` items of a response's output; malformed items are skipped."""
+    if not isinstance(output, list):
+        return ()
+    return tuple(
+        FunctionCall(_str(item, "call_id"), _str(item, "name"), _str(item, "arguments"))
+        for item in output
+        if isinstance(item, dict) and item.get("type") == "function_call" and _str(item, "call_id")
     )
 
 
@@ -309,6 +330,7 @@ _PARSERS: dict[str, Callable[[str, str, Event], ServerEvent]] = {
         _str(d, "response", "id"),
         _str(d, "response", "status"),
         parse_usage(_dict(_dict(d, "response"), "usage")),
+        _calls(_dict(d, "response").get("output")),
     ),
 }
 

@@ -11,32 +11,47 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from omnid.settings import Settings
+
 log = logging.getLogger("omnid.quota")
 
 
 class DailyBudget:
+    """The limit is read live from the settings (a reload changes it at once)."""
+
     def __init__(
         self,
-        limit: int,
-        state_dir: Path,
+        settings: Settings,
+        path: Path,
+        tokens: int = 0,
         today: Callable[[], dt.date] = dt.date.today,
     ) -> None:
-        self.limit = limit
-        self.path = state_dir / "usage-today.json"
+        self._settings = settings
+        self.path = path
         self._today = today
         self.day = today()
-        self.tokens = 0
-        self._load()
+        self.tokens = tokens
 
-    def _load(self) -> None:
+    @classmethod
+    def load(
+        cls, settings: Settings, state_dir: Path, today: Callable[[], dt.date] = dt.date.today
+    ) -> DailyBudget:
+        """Today's count as a previous run left it (a restart must not reset the budget)."""
+        path = state_dir / "usage-today.json"
+        tokens = 0
         try:
-            data = json.loads(self.path.read_text())
-            if data.get("date") == self.day.isoformat():
-                self.tokens = int(data.get("tokens", 0))
+            data = json.loads(path.read_text())
+            if data.get("date") == today().isoformat():
+                tokens = int(data.get("tokens", 0))
         except FileNotFoundError:
             pass
         except (OSError, ValueError, TypeError, AttributeError) as exc:
-            log.warning("ignoring unreadable %s: %s", self.path, exc)
+            log.warning("ignoring unreadable %s: %s", path, exc)
+        return cls(settings, path, tokens, today)
+
+    @property
+    def limit(self) -> int:
+        return self._settings.current.usage.daily_token_limit
 
     def _roll(self) -> None:
         today = self._today()

@@ -3,7 +3,7 @@
 Owned by the conversation thread: every method runs on it. Blocking work (the TCP/TLS/HTTP
 handshake) happens on a short-lived connector thread that only posts `LinkUp` / `LinkFailed`.
 A session is *ready* once the service has answered our `session.update` with `session.updated`;
-only then may audio stream (protocol.md).
+only then may audio stream (docs/protocol.md).
 
 Rollover is make-before-break: before the service's 120-minute cap, a second link is opened and
 configured while the first carries on; the conversation swaps at a turn boundary and the old link
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from omnid import protocol
@@ -24,6 +24,7 @@ from omnid.config import Config
 from omnid.events import Event, LinkFailed, LinkUp
 from omnid.link import PING_INTERVAL_S, Link, LinkError
 from omnid.models import MODELS
+from omnid.settings import Settings
 from omnid.supervisor import Journal
 from omnid.turn import Turn
 
@@ -53,7 +54,7 @@ def carry_over_instructions(base: str, turns: Iterable[Turn], limit: int = CARRY
 
 
 def session_config(cfg: Config, instructions: str) -> dict[str, Any]:
-    """The `session` object of our `session.update`, from the config (protocol.md's table)."""
+    """The `session` object of our `session.update`, from the config (docs/protocol.md's table)."""
     s = cfg.session
     turn_detection: dict[str, Any] | None = None
     if s.mode == "vad":
@@ -87,13 +88,17 @@ class Session:
 
     def __init__(
         self,
-        cfg: Config,
+        settings: Settings,
         post: Callable[[Event], None],
         journal: Journal,
         clock: Callable[[], float],
+        history: Sequence[Turn] = (),
+        open_link: Callable[[], Link] | None = None,
         backoff: Backoff | None = None,
     ) -> None:
-        self.cfg = cfg
+        self._settings = settings
+        self._history = history  # the conversation's past turns, for the carry-over
+        self._open = open_link or self._open_link
         self._post = post
         self._journal = journal
         self._clock = clock
@@ -108,13 +113,21 @@ class Session:
         self.rollover_retry_at = 0.0
         self.last_error = ""
         self.auth_failed = False
-        # What a new session is told: the conversation swaps in the carry-over of its turns.
-        self.instructions: Callable[[], str] = lambda: cfg.session.instructions
         self._idle_closed = False
         self._reconfiguring = False
         self._updates_due = 0  # session.update sent to the current link, not yet confirmed
         self._last_summary = -SUMMARY_EVERY_S
         self._opened_at: dict[int, float] = {}
+
+    @property
+    def cfg(self) -> Config:
+        return self._settings.current
+
+    def instructions(self) -> str:
+        """What a new session is told: the configured instructions, and the last turns."""
+        keep = self.cfg.session.carry_over_turns
+        recent = list(self._history)[-keep:] if keep else []
+        return carry_over_instructions(self.cfg.session.instructions, recent)
 
     @property
     def ready(self) -> bool:
@@ -129,7 +142,7 @@ class Session:
 
     # ------------------------------------------------------------------ connecting
 
-    def _open(self) -> Link:
+    def _open_link(self) -> Link:
         api_key = self.cfg.api_key.get_secret_value() if self.cfg.api_key else ""
         link = Link(
             self.cfg.api.url,

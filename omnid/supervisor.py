@@ -80,7 +80,10 @@ def setup_logging(level: str = "info", sender: Callable[..., Any] | None = None)
 
 
 class Journal:
-    """Structured records (design.md, "Journal"). Listeners see every record (demo, tests)."""
+    """Structured records (README, "Status, logs and usage").
+
+    Listeners see every record (demo, tests).
+    """
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
@@ -130,9 +133,14 @@ class Watchdog:
 class Notifier:
     """sd_notify; a no-op without $NOTIFY_SOCKET. Remembers STATUS to skip repeats."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = False) -> None:
         self._status = ""
-        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+        self.enabled = enabled
+
+    @classmethod
+    def from_env(cls) -> Notifier:
+        """Enabled when systemd gave us a socket to notify ($NOTIFY_SOCKET)."""
+        return cls(bool(os.environ.get("NOTIFY_SOCKET")))
 
     def send(self, state: str) -> None:
         if not self.enabled:

@@ -1,7 +1,10 @@
 """One user turn: what was captured, what was sent to which session, and what came back.
 
-Kept apart from the state machine so the bookkeeping (what to resend after a reconnect, which
-timings to report) reads on its own. All of it lives on the conversation thread.
+A turn is one utterance and everything the service does about it, which may be several
+responses: one that calls functions, then (once their results are in) the one that answers. Only
+the last ends the turn; the journal record, timings and carry-over describe the utterance and its
+final answer. Kept apart from the state machine so the bookkeeping (what to resend after a
+reconnect, which timings to report) reads on its own. All of it lives on the conversation thread.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from omnid import protocol
 from omnid.models import WIRE_INPUT_RATE
 
 # ~100 ms per append is the documented habit; the tail is flushed at release whatever its size.
@@ -30,7 +34,10 @@ class Turn:
     commit_pending: bool = False
     commit_sent_t: float | None = None
     response_requested: bool = False
-    response_id: str = ""
+    response_id: str = ""  # the response now running (the turn's latest)
+    responses: int = 0  # responses of this turn that have ended (each done before the next)
+    calls: list[protocol.FunctionCall] = field(default_factory=list)  # asked for, unanswered
+    results: list[tuple[str, str]] = field(default_factory=list)  # (call_id, output) in so far
     response_done: bool = False
     audio_done: bool = False  # the answer's last audio arrived (response.done may not follow)
     first_audio_t: float | None = None  # first audio delta received
@@ -60,6 +67,15 @@ class Turn:
             return np.zeros(0, dtype=np.int16)
         return np.concatenate(self.blocks[self.sent_blocks :])
 
+    def next_response(self) -> None:
+        """The running response ended asking for more (function calls): the next one is the
+        turn's, and starts once the results are in."""
+        self.responses += 1
+        self.response_requested = False
+        self.response_id = ""
+        self.response_done = False
+        self.audio_done = False
+
     def mark_sent(self) -> None:
         self.sent_blocks = len(self.blocks)
 
@@ -70,6 +86,9 @@ class Turn:
         self.commit_sent_t = None
         self.response_requested = False
         self.response_id = ""
+        self.responses = 0
+        self.calls.clear()
+        self.results.clear()
         self.response_done = False
         self.audio_done = False
         self.first_audio_t = None
@@ -83,7 +102,7 @@ class Turn:
         return round((end - start) * 1000, 1)
 
     def record_fields(self, outcome: str, session_id: str, now: float) -> dict[str, Any]:
-        """The `turn` journal record's fields (design.md), timings in milliseconds."""
+        """The `turn` journal record's fields (see the README), timings in milliseconds."""
         return {
             "OUTCOME": outcome,
             "MODE": self.mode,

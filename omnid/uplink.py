@@ -1,11 +1,9 @@
-"""The microphone's way to the service: echo guard, mute, ~100 ms appends, and an offline buffer.
+"""The microphone's way to the service when it streams all the time: mute, ~100 ms appends, an
+offline buffer, and a replay of what a dead connection swallowed.
 
 Hands-free mode streams without pause once a session is ready — silence included, because the
-service's VAD needs silence to find the end of speech. A one-microphone box would hear its own
-answer; `half_duplex` replaces the microphone with silence while the speaker plays and for
-`echo_tail_ms` after (room echo and the device buffer), so the reply is never heard as user speech.
-The price: in hands-free mode the user cannot interrupt by voice, only with the button or
-`omnid ctl tap`. `off` is for headsets and echo-cancelled inputs.
+service's VAD needs silence to find the end of speech. (What blanks the microphone while the box
+itself makes sound is `playback.Playback.silences_mic`.)
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ import numpy as np
 
 from omnid import protocol
 from omnid.models import WIRE_INPUT_RATE
+from omnid.settings import Settings
 from omnid.turn import APPEND_SAMPLES
 
 # How much streamed audio is kept until the service shows it is alive after it (any event): a
@@ -24,52 +23,23 @@ from omnid.turn import APPEND_SAMPLES
 UNCONFIRMED_S = 30.0
 
 
-class EchoGuard:
-    def __init__(self, mode: str, tail_ms: int) -> None:
-        self.enabled = mode == "half_duplex"
-        self.tail_s = tail_ms / 1000
-        self.playing = False
-        self.until = 0.0
-
-    def started(self) -> None:
-        """Called when audio is handed to the speaker (before it sounds: never too late)."""
-        self.playing = True
-
-    def drained(self, t: float) -> None:
-        if self.playing:  # an answer (not an earcon, which has its own exact mask) went quiet
-            self.playing = False
-            self.until = t + self.tail_s
-
-    def active(self, t: float) -> bool:
-        return self.enabled and (self.playing or t < self.until)
-
-
 class Uplink:
-    """Continuous streaming for hands-free mode; masking for both modes."""
-
-    def __init__(self, echo_guard: str, echo_tail_ms: int, max_buffer_s: float) -> None:
-        self.guard = EchoGuard(echo_guard, echo_tail_ms)
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self.muted = False
-        self.mask_until = 0.0  # an earcon is sounding: blank the microphone until then
-        self.guarded_blocks = 0
         self._pending: list[np.ndarray] = []
         self._pending_n = 0
         self._offline: deque[np.ndarray] = deque()
         self._offline_n = 0
-        self._max_offline = int(max_buffer_s * WIRE_INPUT_RATE)
         # Sent, but not yet known to be heard: (capture time, block), trimmed by `confirm()`.
         self._unconfirmed: deque[tuple[float, np.ndarray]] = deque()
         self._unconfirmed_n = 0
         self._max_unconfirmed = int(UNCONFIRMED_S * WIRE_INPUT_RATE)
 
-    def mask(self, pcm: np.ndarray, t: float) -> np.ndarray:
-        """What may go to the wire: the microphone, or silence while muted or guarded."""
-        if self.muted or t < self.mask_until:
-            return np.zeros_like(pcm)
-        if self.guard.active(t):
-            self.guarded_blocks += 1
-            return np.zeros_like(pcm)
-        return pcm
+    @property
+    def _max_offline(self) -> int:
+        """Kept while offline: as much as one turn may last (`audio.max_turn_s`)."""
+        return int(self._settings.current.audio.max_turn_s * WIRE_INPUT_RATE)
 
     def stream(
         self, pcm: np.ndarray, t: float, ready: bool, send: Callable[[protocol.Event], bool]

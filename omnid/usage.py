@@ -1,7 +1,7 @@
 """Token usage: the `usage` journal record written per response (and, later, read back).
 
-The numbers are the service's own, as received in `response.done` (design.md): omnid never
-estimates what it is billed for.
+The numbers are the service's own, as received in `response.done`: omnid never estimates
+what it is billed for.
 """
 
 from __future__ import annotations

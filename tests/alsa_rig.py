@@ -1,6 +1,6 @@
 """Real PortAudio/ALSA audio without a sound card: FIFO-backed ALSA `file` PCMs, paced by the test.
 
-design.md, "Testing with real parts": a temporary asound.conf defines two uniquely named PCMs,
+A temporary asound.conf defines two uniquely named PCMs,
 
     pcm.omnitest_mic_<id> { type file slave.pcm null file "/dev/null"
                             infile "<tmp>/mic-<id>.fifo" format raw }

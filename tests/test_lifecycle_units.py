@@ -9,6 +9,7 @@ import pytest
 from omnid.backoff import Backoff
 from omnid.config import load_config
 from omnid.session import CARRY_OVER_HEADING, Session, carry_over_instructions
+from omnid.settings import Settings
 from omnid.supervisor import Journal
 from omnid.turn import Turn
 
@@ -51,7 +52,7 @@ def session(monkeypatch: pytest.MonkeyPatch) -> tuple[Session, FakeClock]:
     monkeypatch.setenv("OMNID_SESSION__ROLLOVER_AFTER_MIN", "0.25")
     cfg = load_config(None)
     clock = FakeClock()
-    return Session(cfg, lambda event: None, Journal(), clock), clock
+    return Session(Settings(cfg), lambda event: None, Journal(), clock), clock
 
 
 def test_rollover_is_due_only_for_an_old_ready_session(session: tuple[Session, FakeClock]) -> None:

@@ -1,29 +1,20 @@
-"""The end of an utterance reaches the commit even when it is still in the queue at the release.
+"""The end of an utterance reaches the commit even when its wake-up is still queued at the release.
 
 The microphone reaches the conversation in batches. A batch posted just before the release, but
 still waiting in the queue behind it, used to be dropped (the turn had stopped listening when it
 was handled): up to 100 ms of the last words never reached the service. The production
-`MicBatcher` and `Conversation` run here on the test's thread; only the link is a stand-in.
+`MicFeed` and `Conversation` run here on the test's thread; only the link is a stand-in.
 """
 
 from __future__ import annotations
 
 import base64
-import queue
 from pathlib import Path
 
 import numpy as np
 
 from omnid import events as ev
-from omnid.devices import MicBatcher
 from tests.test_rollover_swap import Bench
-
-
-class Devices:
-    """The part of `AudioDevices` the conversation uses: its batcher."""
-
-    def __init__(self, batcher: MicBatcher) -> None:
-        self.batcher = batcher
 
 
 def test_a_batch_still_queued_at_the_release_is_part_of_the_turn(tmp_path: Path) -> None:
@@ -32,29 +23,20 @@ def test_a_batch_still_queued_at_the_release_is_part_of_the_turn(tmp_path: Path)
     conv.session.connect_now()
     link = bench.links[0]
     bench.configure(link, "sess_1")
-    batcher = MicBatcher(conv.post, 20)
-    conv.devices = Devices(batcher)
-
-    def drain_queue() -> None:
-        while True:
-            try:
-                conv.handle(conv.queue.get_nowait())
-            except queue.Empty:
-                return
 
     conv.press(bench.now)
     blocks = [np.full(320, n + 1, np.int16) for n in range(30)]
     for block in blocks[:25]:
         bench.now += 0.02
-        batcher(block, bench.now)
-    drain_queue()  # five batches handled
+        bench.feed(block, bench.now)
+    bench.pump()  # five wake-ups handled
     for block in blocks[25:29]:
         bench.now += 0.02
-        batcher(block, bench.now)
+        bench.feed(block, bench.now)
     conv.post(ev.Release(t=bench.now))  # released after block 29 …
     bench.now += 0.02
-    batcher(blocks[29], bench.now)  # … whose batch is posted behind the release
-    drain_queue()
+    bench.feed(blocks[29], bench.now)  # … whose wake-up is posted behind the release
+    bench.pump()
 
     sent = [e for e in link.sent if e["type"] == "input_audio_buffer.append"]
     audio = np.concatenate([np.frombuffer(base64.b64decode(e["audio"]), "<i2") for e in sent])

@@ -20,11 +20,11 @@ import numpy as np
 
 from omnid import events as ev
 from omnid import protocol
+from omnid.assembly import assemble
 from omnid.config import load_config
-from omnid.conversation import Conversation
 from omnid.devices import SilentSpeaker
-from omnid.quota import DailyBudget
-from omnid.supervisor import Journal, Notifier
+from omnid.micfeed import MicFeed
+from omnid.supervisor import Journal
 
 
 class StandInLink:
@@ -72,9 +72,16 @@ class Bench:
         self.records: list[dict[str, Any]] = []
         journal = Journal()
         journal.listen(lambda event, fields: self.records.append(dict(fields)))
-        self.conv = Conversation(cfg, SilentSpeaker(), journal, Notifier(), clock=lambda: self.now)
-        self.conv.budget = DailyBudget(0, tmp)
-        self.conv.session._open = self._open  # type: ignore[method-assign, assignment]
+        self.feed = MicFeed(20)  # the microphone callback's target
+        self.conv = assemble(
+            cfg,
+            journal,
+            speaker=SilentSpeaker(),
+            state_dir=tmp,
+            feed=self.feed,
+            clock=lambda: self.now,
+            open_link=self._open,  # type: ignore[arg-type]
+        )
 
     def _open(self) -> StandInLink:
         link = StandInLink()
@@ -97,10 +104,17 @@ class Bench:
             self.now = min(end, self.now + 0.1)
             self.conv.tick(self.now)
 
-    def speak(self, seconds: float) -> None:
-        for _ in range(int(seconds / 0.02)):
+    def pump(self) -> None:
+        """Handle what other threads (here: the microphone's feed) posted."""
+        while (event := self.conv.inbox.get_nowait()) is not None:
+            self.conv.handle(event)
+
+    def speak(self, seconds: float, level: int = 1000) -> None:
+        """The microphone captures `seconds` of a steady signal, block by block."""
+        for _ in range(round(seconds / 0.02)):
             self.now += 0.02
-            self.conv.handle(ev.MicBlock(np.full(320, 1000, np.int16), self.now))
+            self.feed(np.full(320, level, np.int16), self.now)
+            self.pump()
 
     def answer(self, link: StandInLink, response_id: str) -> None:
         self.server(link, "response.created", response={"id": response_id})

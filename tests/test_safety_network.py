@@ -331,7 +331,7 @@ def test_a_429_refusal_keeps_the_daemon_up_and_is_retried_once_a_minute(
 ) -> None:
     """HTTP 429 at the handshake: the daemon stays up, retries no faster than once a minute — a
     press does not hurry it — and says so in the log and in STATUS (README, "Refused key or
-    quota"; design.md: "retries no faster than every 60 s")."""
+    quota")."""
     r = refusals
     tried = [c["t"] for c in conn(r.quota_sim, "refused")]  # every attempt, as the service saw
     gaps = [b - a for a, b in pairwise(tried)]

@@ -119,7 +119,7 @@ def test_sdk_completes_a_manual_turn(sim: RunningSimulator, session_kwargs: dict
 
 
 def test_sdk_end_session_meets_invalid_event_type(sim: RunningSimulator) -> None:
-    """`session.finish` is not an Omni event (protocol.md): the SDK's end_session raises."""
+    """`session.finish` is not an Omni event (docs/protocol.md): the SDK's end_session raises."""
     callback = Collector()
     conversation = OmniRealtimeConversation(
         model=MODEL, callback=callback, url=sim.url, api_key=sim.api_key

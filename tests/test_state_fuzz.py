@@ -20,7 +20,7 @@ an unencodable client event, or the key in any output. OMNID_FUZZ_EXAMPLES scale
 Those invariants hold for a turn that hangs for ever, so two more judges look at what the machine
 *did*, not only at what state it is in:
 
-- The protocol's order (protocol.md) as an oracle over each link's wire: the server events the
+- The protocol's order (docs/protocol.md) as an oracle over each link's wire: the server events the
   conversation was actually fed on that link and the client events it sent there, in the order
   they met at the link seam (`judge_wire`). The generator feeds server events in any order, so
   the judgement is always "given what it was told so far". A camera stand-in (`FakeCamera`, its
@@ -55,14 +55,14 @@ from hypothesis import strategies as st
 
 from omnid import events as ev
 from omnid import protocol
+from omnid.assembly import assemble
 from omnid.audio import open_audio
 from omnid.audio.wav import wav_header
-from omnid.camera import FramePolicy
 from omnid.config import load_config
-from omnid.conversation import OFFLINE_TURN_TIMEOUT_S, RESPONSE_TIMEOUT_S, Conversation
+from omnid.conversation import OFFLINE_TURN_TIMEOUT_S, RESPONSE_TIMEOUT_S
 from omnid.link import LinkError
-from omnid.quota import DailyBudget
-from omnid.supervisor import Journal, Notifier
+from omnid.micfeed import MicFeed
+from omnid.supervisor import Journal
 from tests.secret_guard import make_key
 
 EXAMPLES = int(os.environ.get("OMNID_FUZZ_EXAMPLES", "30"))
@@ -144,6 +144,7 @@ class Rig:
             f'[api]\nurl = "ws://127.0.0.1:9/api-ws/v1/realtime"\napi_key_file = "{key_file}"\n'
             f'[session]\nmode = "{mode}"\n[audio]\necho_guard = "{guard}"\n'
             f'[control]\nsocket = "{tmp / "control.sock"}"\n[log]\ntranscripts = true\n'
+            + (f'[camera]\nwhen = "{camera}"\nfps = 1.0\n' if camera is not None else "")
         )
         cfg = load_config(config, require_api_key=True)
         self.now = 1000.0
@@ -162,12 +163,18 @@ class Rig:
         self.journal_out: list[dict[str, Any]] = []
         journal = Journal()
         journal.listen(lambda event, fields: self.journal_out.append(fields))
-        self.conv = Conversation(cfg, self.speaker, journal, Notifier(), clock=lambda: self.now)
-        self.conv.budget = DailyBudget(0, tmp)  # never the developer's own state file
-        if camera is not None:  # camera.when; what open_camera() sets up, with a stand-in feed
-            self.conv.camera = FakeCamera()
-            self.conv.frames = FramePolicy(1.0, camera, mode, clock=lambda: self.now)
-        self.conv.session._open = self._open  # type: ignore[method-assign, assignment]
+        self.feed = MicFeed(20)  # the microphone callback's target
+        self.conv = assemble(
+            cfg,
+            journal,
+            speaker=self.speaker,
+            state_dir=tmp,  # never the developer's own state files
+            feed=self.feed,
+            clock=lambda: self.now,
+            camera=FakeCamera() if camera is not None else None,  # type: ignore[arg-type]
+            open_link=self._open,  # type: ignore[arg-type]
+        )
+        self.vad = self.conv.mode.service_detects_turns
         self.conv.session.connect_now()
 
     def _open(self) -> FakeLink:
@@ -183,6 +190,11 @@ class Rig:
     def handle(self, event: ev.Event) -> None:
         COUNTS["events"] += 1
         self.conv.handle(event)
+
+    def pump(self) -> None:
+        """Handle what the conversation's own parts posted (the microphone's wake-ups)."""
+        while (event := self.conv.inbox.get_nowait()) is not None:
+            self.handle(event)
 
     def link(self, target: str) -> FakeLink | None:
         session = self.conv.session
@@ -395,15 +407,16 @@ def _apply(rig: Rig, action: tuple[Any, ...]) -> None:
         noise = np.random.default_rng(action[1]).integers(-9000, 9000, 320).astype(np.int16)
         for _ in range(action[1]):
             rig.now += 0.02
-            rig.handle(ev.MicBlock(noise, rig.now))
+            rig.feed(noise, rig.now)  # the microphone callback: wakes the conversation
+            rig.pump()
     elif kind == "say":  # a whole utterance: the button (manual) or the service's VAD edges
         edge = "input_audio_buffer.speech_%s"
-        if rig.conv.vad:
+        if rig.vad:
             rig.server("current", json.dumps(_event(edge % "started", item_id=action[2])))
         else:
             rig.handle(ev.Press("fuzz", rig.now))
         _apply(rig, ("mic", action[1]))
-        if rig.conv.vad:
+        if rig.vad:
             rig.server("current", json.dumps(_event(edge % "stopped", item_id=action[2])))
         else:
             rig.handle(ev.Release("fuzz", rig.now))
@@ -458,7 +471,7 @@ None at the moment: the two this oracle found (see REGRESSIONS) are fixed in omn
 
 
 def judge_wire(wire: list[tuple[str, Any]], vad: bool) -> list[tuple[str, str]]:
-    """protocol.md's order over one link: (rule, what) for each client event it forbids, given
+    """docs/protocol.md's order over one link: (rule, what) for each client event it forbids, given
     the server events fed on that link before it.
 
     - A link's session is configured once a `session.updated` arrived on it.
@@ -466,7 +479,7 @@ def judge_wire(wire: list[tuple[str, Any]], vad: bool) -> list[tuple[str, str]]:
       in VAD mode after the service's `committed` (or `cleared`): the service commits there on
       its own. In manual mode `committed` only confirms our own commit, which already emptied it.
     - A response is active from `response.created` to the `response.done` with its id; our
-      `response.cancel` ends it too (a `response.done` may never follow one, protocol.md), as
+      `response.cancel` ends it too (a `response.done` may never follow one, docs/protocol.md), as
       does the service saying it has none active.
     """
     found: list[tuple[str, str]] = []
@@ -549,7 +562,7 @@ def run_example(
         found: list[tuple[str, str]] = []
         for n, link in enumerate(rig.links):
             COUNTS["client_events_judged"] += sum(d == "out" for d, _ in link.wire)
-            for rule, what in judge_wire(link.wire, rig.conv.vad):
+            for rule, what in judge_wire(link.wire, rig.vad):
                 found.append((rule, f"link {n}: {what}\n{wire_story(link.wire)}"))
         found += [("turn_outlives_its_timeout", why) for why in rig.hung_turns()]
         COUNTS["turns_settled"] += rig.conv.turns
@@ -681,7 +694,7 @@ if KNOWN_BROKEN:  # defined only while a rule is known broken (an empty parametr
 
 
 def test_the_oracle_judges_each_rule() -> None:
-    """judge_wire on hand-written wires: each rule fires where protocol.md forbids the client
+    """judge_wire on hand-written wires: each rule fires where docs/protocol.md forbids the client
     event, and stays quiet where the same event is allowed."""
 
     def fed(kind: str, **fields: Any) -> tuple[str, Any]:

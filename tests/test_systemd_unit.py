@@ -87,7 +87,7 @@ def test_lifecycle_contract() -> None:
     assert 10 <= seconds(one(SERVICE, "WatchdogSec")) <= 60
     assert one(SERVICE, "Restart") == "on-failure"
     assert seconds(one(SERVICE, "RestartSec")) > 0
-    # Exit 78 is a bad config: no restart loop on a typo (design.md).
+    # Exit 78 is a bad config: no restart loop on a typo (README, "Install on a Raspberry Pi").
     assert "78" in one(SERVICE, "RestartPreventExitStatus").split()
     # A clean stop takes at most 2 s; the timeout leaves room for it.
     assert seconds(one(SERVICE, "TimeoutStopSec")) >= 2

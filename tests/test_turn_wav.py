@@ -1,8 +1,8 @@
 """Push-to-talk turns through `wav:` devices: the daemon's own clock is the timeline.
 
 With both devices `wav:`, a sample's position in the output file is its play time relative to the
-moment the streams started (design.md), so what the user would hear — and when — is measured from
-the output file itself, not from what the daemon says about itself.
+moment the streams started, so what the user would hear — and when — is measured from the output
+file itself, not from what the daemon says about itself.
 
 The file is also a clock the test can read while the daemon runs: it grows a block at a time as
 the daemon's clock ticks, never ahead of it, so its length just before a command and just after

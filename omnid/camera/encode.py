@@ -1,4 +1,4 @@
-"""RGB array → JPEG within the service's image limit (protocol.md, "Images").
+"""RGB array → JPEG within the service's image limit (docs/protocol.md, "Images").
 
 Why Pillow and not simplejpeg: the `files` source needs a PNG and JPEG decoder and a good
 downscaler anyway, Pillow's wheels bundle libjpeg-turbo (so encoding is as fast: measured here

@@ -3,7 +3,7 @@
 A pure state machine, no I/O and no threads: the conversation thread reports what happened to
 the audio buffer and the turn, asks `should_request()` (then calls `CameraFeed.request()`), hands
 arriving `Frame` events to `offer()`, and sends whatever `take()` returns. It keeps the service's
-image rules (protocol.md, "Images") and the `camera.when` policy of issue 4:
+image rules (docs/protocol.md, "Images") and the `camera.when` policy of issue 4:
 
 - at most one image per interval, interval = max(1/fps, 1.0 s), measured between sends;
 - only after an `input_audio_buffer.append` in the current buffer — a commit (ours in manual

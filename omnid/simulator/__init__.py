@@ -1,4 +1,4 @@
-"""`omnid simulate`: a local stand-in for Qwen-Omni-Realtime, faithful to shared/docs/protocol.md.
+"""`omnid simulate`: a local stand-in for Qwen-Omni-Realtime, faithful to docs/protocol.md.
 
 Two ways in:
 - `main(argv)` — the CLI (`omnid simulate --port 0 …`): prints exactly one line,

@@ -1,6 +1,6 @@
 """The input buffer (audio + images since the last commit/clear) and committed pending input.
 
-Kept apart from the session so that the buffer rules of protocol.md — PCM16 in whole samples,
+Kept apart from the session so that the buffer rules of docs/protocol.md — PCM16 in whole samples,
 images only after audio in the *same* buffer, at most one image per second across the session —
 sit in one place that the future VAD auto-commit uses exactly like a manual commit.
 """

@@ -11,8 +11,9 @@ the client's own read timeout can find it, so the simulator must really stop rea
 answers pings by itself while it reads, so the transport's reading is paused and the frames
 already buffered are left unconsumed (consuming them could make websockets resume reading).
 
-Close codes for the limits are not documented (protocol.md, "Things nobody outside the service can
-settle"); the simulator uses 1000 for both, with a descriptive reason. Clients must not rely on it.
+Close codes for the limits are not documented (docs/protocol.md, "Things nobody outside the service
+can settle"); the simulator uses 1000 for both, with a descriptive reason. Clients must not rely
+on it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Identifiers and the error shape shared by every part of the simulator.
 
-The service answers every client mistake with one `error` event of a fixed shape (protocol.md,
+The service answers every client mistake with one `error` event of a fixed shape (docs/protocol.md,
 "Server events") and keeps the connection open; raising `ProtocolError` anywhere below the
 connection loop produces exactly that, so no handler builds error events by hand.
 

@@ -1,4 +1,4 @@
-"""The image rules of protocol.md ("Images"), and the JPEG size that usage is billed on.
+"""The image rules of docs/protocol.md ("Images"), and the JPEG size that usage is billed on.
 
 The service bills an image by its pixel size (`omnid.models.image_tokens`), so the simulator reads
 the real dimensions from the JPEG's SOF header instead of trusting anything the client says;

@@ -63,7 +63,7 @@ def _non_negative_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="omnid simulate",
-        description="Local stand-in for Qwen-Omni-Realtime (shared/docs/protocol.md).",
+        description="Local stand-in for Qwen-Omni-Realtime (docs/protocol.md).",
     )
     fl, it = _non_negative_float, _non_negative_int
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")

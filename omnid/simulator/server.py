@@ -3,8 +3,8 @@
 Refusals happen at the HTTP upgrade, as on the service: a bad or missing key is an HTTP 401 with a
 JSON body (reported), not a WebSocket event, so a client must handle it in its connect path.
 Bodies follow DashScope's REST errors (`{"request_id", "code", "message"}`); their exact text is
-one of the things protocol.md says nobody outside the service can settle, so clients should look
-at the status, not the body.
+one of the things docs/protocol.md says nobody outside the service can settle, so clients should
+look at the status, not the body.
 """
 
 from __future__ import annotations

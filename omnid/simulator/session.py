@@ -5,7 +5,7 @@ events through the `send` coroutine it was given, which makes it drivable withou
 VAD-hook test does exactly that). Every client mistake becomes one `error` event via
 `ProtocolError` and leaves the session usable, as on the service.
 
-State, in protocol.md's terms:
+State, in docs/protocol.md's terms:
 - the *input buffer*: audio appended since the last commit/clear, plus the images appended
   after that audio (an image needs audio before it in the same buffer);
 - *pending* input: committed user items (and tool results) that no response has answered yet —
@@ -110,7 +110,7 @@ class Session:
             kind = event.get("type")
             handler = self._handlers.get(kind) if isinstance(kind, str) else None
             if handler is None:
-                # session.finish lands here too: not an Omni event (protocol.md).
+                # session.finish lands here too: not an Omni event (docs/protocol.md).
                 raise ProtocolError(
                     f"Invalid event type: {kind}", param="type", code="invalid_event_type"
                 )

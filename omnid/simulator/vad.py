@@ -64,7 +64,7 @@ class TurnDetector(Protocol):
 def threshold_dbfs(threshold: float) -> float:
     """The frame level (dBFS RMS; a full-scale sine is −3 dBFS) that counts as speech.
 
-    Linear and strictly increasing (higher threshold = less sensitive, as protocol.md says):
+    Linear and strictly increasing (higher threshold = less sensitive, as docs/protocol.md says):
     `−50 + 20·threshold`, so −1 → −70 dBFS (hears a whisper, and a quiet room's hum), 0 → −50,
     0.2 (the SDK's default) → −46, 0.5 (the service's default) → −40 dBFS, 1 → −30 dBFS (only
     close, loud speech). At 0.5 conversational speech at a microphone (−30…−15 dBFS per frame)

@@ -1,4 +1,4 @@
-"""`session.update` validation, as strict as protocol.md says the service is.
+"""`session.update` validation, as strict as docs/protocol.md says the service is.
 
 The simulator is the test peer for every client, so it must refuse what the service refuses (so a
 client bug shows up here rather than in the field) and accept everything the service accepts —

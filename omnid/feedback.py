@@ -1,0 +1,123 @@
+"""One seam for what the box shows and says: the conversation publishes, the rest subscribe.
+
+The conversation publishes each change once — the state it is in, a cue (a moment the user
+should hear: listening, sent, error, offline, online), the STATUS line, a finished turn's record —
+and does not know who listens. The LED, the earcons, systemd's STATUS and the journal are
+subscribers; a new consumer (a display, a metrics exporter) is one more, with no change to the
+conversation. Every call is made on the conversation thread, so a subscriber must not block:
+the LED only posts to its own thread, the earcons only queue audio.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from omnid.led import StatusLed
+    from omnid.supervisor import Journal, Notifier
+
+# Brief drops are healed before anyone notices; only an outage this long is announced.
+ANNOUNCE_OFFLINE_AFTER_S = 3.0
+
+
+class Subscriber:
+    """Override what you listen to; the rest is ignored."""
+
+    def on_state(self, state: str) -> None:
+        """idle, listening, thinking, speaking, muted, connecting or offline (on change only)."""
+
+    def on_cue(self, cue: str, t: float | None) -> None:
+        """listening (with the press time `t`), sent, error, offline or online."""
+
+    def on_status(self, line: str) -> None:
+        """A human line for systemd's STATUS= (published often; repeats included)."""
+
+    def on_turn(self, fields: dict[str, Any], level: int) -> None:
+        """A finished turn's journal fields (OUTCOME, TURN, timings …)."""
+
+
+class Feedback:
+    def __init__(self, subscribers: list[Subscriber] | None = None) -> None:
+        self._subscribers: list[Subscriber] = list(subscribers or [])
+        self._shown = ""
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def state(self, state: str) -> None:
+        if state == self._shown:
+            return
+        self._shown = state
+        for s in self._subscribers:
+            s.on_state(state)
+
+    def cue(self, cue: str, t: float | None = None) -> None:
+        for s in self._subscribers:
+            s.on_cue(cue, t)
+
+    def status(self, line: str) -> None:
+        for s in self._subscribers:
+            s.on_status(line)
+
+    def turn(self, fields: dict[str, Any], level: int = logging.INFO) -> None:
+        for s in self._subscribers:
+            s.on_turn(fields, level)
+
+
+class OutageNotice:
+    """Says "offline" once an outage has lasted `ANNOUNCE_OFFLINE_AFTER_S`, and "online" when it
+    ends — only then: an idle re-open or a rollover stays quiet."""
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+        self._announced = False
+
+    def update(self, online: bool, now: float) -> str | None:
+        if online:
+            self._since = None
+            if self._announced:
+                self._announced = False
+                return "online"
+            return None
+        if self._since is None:
+            self._since = now
+        elif now - self._since >= ANNOUNCE_OFFLINE_AFTER_S and not self._announced:
+            self._announced = True
+            return "offline"
+        return None
+
+
+class LedFeedback(Subscriber):
+    """The status LED follows the state; an error cue flashes it."""
+
+    def __init__(self, led: StatusLed) -> None:
+        self.led = led
+
+    def on_state(self, state: str) -> None:
+        self.led.show(state)
+
+    def on_cue(self, cue: str, t: float | None) -> None:
+        if cue == "error":
+            self.led.show("error")
+
+
+class StatusFeedback(Subscriber):
+    """systemd's STATUS= (the notifier skips repeats)."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+
+    def on_status(self, line: str) -> None:
+        self.notifier.status(line)
+
+
+class JournalFeedback(Subscriber):
+    """Each finished turn becomes one `turn` record in the journal."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def on_turn(self, fields: dict[str, Any], level: int) -> None:
+        message = f"turn {fields['TURN']} {fields['OUTCOME']}"
+        self.journal.record("turn", message, level, **fields)

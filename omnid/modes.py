@@ -1,0 +1,38 @@
+"""How turns begin and end, one record per `session.mode`.
+
+A mode is data: the conversation asks it questions ("does the microphone stream between turns?",
+"what does the button do?") instead of testing the mode's name. A new mode is one more record
+here, plus whatever opens its turns posting an event (the wake-word detector will post one).
+
+- `manual` (push-to-talk): the button's press opens the turn and its release commits it; the
+  microphone reaches the service only inside a turn.
+- `vad` (hands-free): the microphone streams all the time; the service's own voice activity
+  detection opens the turn (`speech_started`), ends it (`speech_stopped`), commits the audio and
+  asks for the answer itself. The button interrupts an answer or, when idle, mutes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    # The microphone streams to the service between turns too (the service listens for speech).
+    streams_always: bool
+    # The service decides where speech ends, commits and creates the first response itself.
+    service_detects_turns: bool
+    # What a press of the button does when no answer is playing.
+    press: Literal["talk", "mute"]
+    # A turn still open after `audio.max_turn_s`: sent as it is, or given up as lost.
+    overlong: Literal["send", "lose"]
+    # Seconds of audio from just before the turn opened that the turn takes with it.
+    pre_roll_s: float = 0.0
+
+
+MODES: dict[str, Mode] = {
+    "manual": Mode("manual", False, False, press="talk", overlong="send"),
+    "vad": Mode("vad", True, True, press="mute", overlong="lose"),
+}
