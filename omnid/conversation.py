@@ -216,7 +216,9 @@ class Conversation:
         elif self.state == "thinking":
             self._thinking_timeouts(turn, now)
         elif self.state == "speaking" and self.playback.queued_s <= 0:
-            if turn.response_done or turn.audio_done:  # response.done may never follow
+            # response.done may never follow the audio — unless calls are announced: those run
+            # once it does.
+            if turn.response_done or (turn.audio_done and not turn.calls):
                 self._answered_or_next(turn)
             elif turn.last_audio_t is not None and now - turn.last_audio_t > RESPONSE_TIMEOUT_S:
                 self._lose(turn, "the answer stopped coming")
@@ -431,6 +433,9 @@ class Conversation:
                 if turn is not None and self._current(turn, event.response_id):
                     turn.audio_done = True
                     self.playback.end_answer()
+            case protocol.FunctionCallDone():
+                if turn is not None and self._current(turn, event.response_id):
+                    turn.add_call(event.call)  # it runs when the response is done
             case protocol.ResponseDone():
                 self.responses.done(event.response_id)
                 self._on_response_done(event)
@@ -501,10 +506,13 @@ class Conversation:
         turn.response_done = True
         if done.status not in ("completed", ""):
             log.warning("response %s ended %s", done.response_id, done.status)
-        if done.calls and done.status in ("completed", ""):
-            turn.calls = list(done.calls)
-            turn.results.clear()
-            for call in done.calls:
+        for call in done.calls:
+            turn.add_call(call)
+        if done.status not in ("completed", ""):
+            turn.calls.clear()  # an answer cut short asks for nothing
+        for call in turn.calls:
+            if call.call_id not in turn.invoked:  # a repeated response.done runs nothing twice
+                turn.invoked.add(call.call_id)
                 self.tools.call(call, self.inbox.post)
         if self.state == "thinking" or self.playback.queued_s <= 0:
             self._answered_or_next(turn)
@@ -515,9 +523,10 @@ class Conversation:
         if not turn.calls:
             self._finish(turn, "answered")
             return
-        if turn.response_id:
+        if turn.response_requested:  # the calling response: the turn moves past it
             names = ", ".join(c.name for c in turn.calls)
             log.info("turn %d: response %s called %s", turn.number, turn.response_id, names)
+            self.responses.disown(turn.response_id)  # whatever still comes of it is stale
             turn.next_response()
             self.state = "thinking"
         self._send_results(turn)
@@ -529,7 +538,7 @@ class Conversation:
             return
         if all(cid != result.call_id for cid, _ in turn.results):
             turn.results.append((result.call_id, result.output))
-        if not turn.response_id:  # the calling response has ended (and played out)
+        if not turn.response_requested:  # the calling response has ended (and played out)
             self._send_results(turn)
 
     def _send_results(self, turn: Turn) -> None:

@@ -168,8 +168,25 @@ class AudioDelta(ServerEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """An output item of type `function_call`: the model asks us to run `name`."""
+
+    call_id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it (it may not parse)
+
+
+@dataclass(frozen=True, slots=True)
 class AudioDone(ServerEvent):
     response_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCallDone(ServerEvent):
+    """`response.function_call_arguments.done`: a call is complete before its response is."""
+
+    response_id: str
+    call: FunctionCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,15 +214,6 @@ class Usage:
     output_text_tokens: int = 0
     output_audio_tokens: int = 0
     search_count: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class FunctionCall:
-    """An output item of type `function_call`: the model asks us to run `name`."""
-
-    call_id: str
-    name: str
-    arguments: str  # JSON text, as the model wrote it (it may not parse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +320,12 @@ _PARSERS: dict[str, Callable[[str, str, Event], ServerEvent]] = {
         t, eid, _str(d, "response_id"), _pcm(_str(d, "delta"))
     ),
     "response.audio.done": lambda t, eid, d: AudioDone(t, eid, _str(d, "response_id")),
+    "response.function_call_arguments.done": lambda t, eid, d: FunctionCallDone(
+        t,
+        eid,
+        _str(d, "response_id"),
+        FunctionCall(_str(d, "call_id"), _str(d, "name"), _str(d, "arguments")),
+    ),
     "response.audio_transcript.delta": lambda t, eid, d: TranscriptDelta(
         t, eid, _str(d, "response_id"), _str(d, "delta")
     ),

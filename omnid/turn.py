@@ -38,6 +38,7 @@ class Turn:
     responses: int = 0  # responses of this turn that have ended (each done before the next)
     calls: list[protocol.FunctionCall] = field(default_factory=list)  # asked for, unanswered
     results: list[tuple[str, str]] = field(default_factory=list)  # (call_id, output) in so far
+    invoked: set[str] = field(default_factory=set)  # call ids handed to the tools: each once
     response_done: bool = False
     audio_done: bool = False  # the answer's last audio arrived (response.done may not follow)
     first_audio_t: float | None = None  # first audio delta received
@@ -66,6 +67,10 @@ class Turn:
         if self.sent_blocks >= len(self.blocks):
             return np.zeros(0, dtype=np.int16)
         return np.concatenate(self.blocks[self.sent_blocks :])
+
+    def add_call(self, call: protocol.FunctionCall) -> None:
+        if call.call_id and all(c.call_id != call.call_id for c in self.calls):
+            self.calls.append(call)
 
     def next_response(self) -> None:
         """The running response ended asking for more (function calls): the next one is the

@@ -213,8 +213,16 @@ def test_a_turn_with_a_function_call_takes_two_responses_and_records_one_turn(
     rig.speak(1.0)
     rig.conv.handle(ev.Release("test", rig.now))
     rig.server("response.created", response={"id": "resp_1"})
+    rig.audio("resp_1", n=1)  # "let me look"
     call = {"type": "function_call", "call_id": "call_1", "name": "get_time", "arguments": "{}"}
+    args = {k: call[k] for k in ("call_id", "name", "arguments")}
+    rig.server("response.function_call_arguments.done", response_id="resp_1", **args)
+    rig.server("response.audio.done", response_id="resp_1")
+    rig.now += 0.5
+    rig.conv.tick(rig.now)  # played out, but a call was announced: its response.done comes
+    assert rig.sink.turns == [] and "conversation.item.create" not in rig.link.types()
     rig.done("resp_1", tokens=100, output=[call])
+    rig.server("response.done", response={"id": "resp_1", "status": "completed"})  # repeated
 
     # The first response's done did not end the turn: no tool is declared, so the call is
     # answered with an error the model can read, and the next response is asked for.
@@ -238,7 +246,8 @@ def test_a_turn_with_a_function_call_takes_two_responses_and_records_one_turn(
     [turn] = rig.sink.turns
     assert turn["OUTCOME"] == "answered"
     assert turn["RESPONSE"] == "resp_2" and turn["TURN"] == 1
-    assert rig.speaker.answer_blocks() == 3
+    assert rig.speaker.answer_blocks() == 1 + 3
+    assert rig.link.types().count("conversation.item.create") == 1  # the call ran once
     assert rig.conv.turn is None and rig.conv.state == "idle"
 
 
