@@ -75,13 +75,14 @@ def assemble(
     frames = FramePolicy.from_config(cfg.camera, cfg.session.mode, clock=clock)
     hooks = TestHooks(devices) if test_hooks and devices is not None else None
     mic = feed.consumer("conversation", lambda upto: inbox.post(ev.MicReady(upto)))
+    vision = Vision(camera, frames, session.send)
     return Conversation(
         settings=settings,
         inbox=inbox,
         session=session,
         playback=playback,
-        uplink=Uplink(settings),
-        vision=Vision(camera, frames, session.send),
+        uplink=Uplink(settings, session, playback, vision),
+        vision=vision,
         mic=mic,
         feedback=feedback,
         health=Health(notifier, watchdog, clock()),

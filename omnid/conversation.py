@@ -28,7 +28,7 @@ from omnid.config import Config
 from omnid.control import answer
 from omnid.devices import AudioDevices
 from omnid.diskwriter import DiskWriter
-from omnid.feedback import Feedback, OutageNotice
+from omnid.feedback import Feedback
 from omnid.health import Health
 from omnid.micfeed import MicQueue, PreRoll
 from omnid.models import WIRE_INPUT_RATE
@@ -38,10 +38,11 @@ from omnid.quota import DailyBudget
 from omnid.responses import ServiceResponses
 from omnid.session import Session
 from omnid.settings import Settings
+from omnid.status import Status
 from omnid.supervisor import Journal, Notifier
 from omnid.testhooks import TestHooks
 from omnid.tools import Tools
-from omnid.turn import APPEND_SAMPLES, Turn
+from omnid.turn import Turn
 from omnid.uplink import Uplink
 from omnid.usage import record_usage
 from omnid.vision import Vision
@@ -99,7 +100,7 @@ class Conversation:
         self.mode: Mode = MODES[settings.current.session.mode]  # restart-only: fixed
         self.responses = ServiceResponses()
         self.pre_roll = PreRoll(PRE_ROLL_S)
-        self.outage = OutageNotice()
+        self.status_report = Status(session, uplink, health, budget, feedback, clock)
         self.state = "idle"  # idle | listening | thinking | speaking
         self.turn: Turn | None = None
         self.turns = 0
@@ -324,12 +325,10 @@ class Conversation:
         self.pre_roll.add(block)
         if self.budget.exhausted:
             return  # nothing goes to the service until midnight
-        pcm = block.pcm
-        if self.uplink.muted or self.playback.silences_mic(block.t):
-            pcm = np.zeros_like(pcm)
+        pcm = self.uplink.gate(block)
         turn = self.turn
         if self.mode.streams_always:
-            self.uplink.stream(pcm, block.t, self.session.ready, self._send_audio)
+            self.uplink.stream(pcm, block.t)
             if turn is not None and self.state == "listening":
                 turn.add(pcm)  # kept for a replay should the link drop before the answer
             return
@@ -339,32 +338,12 @@ class Conversation:
         if turn.released_t is not None and begun >= turn.released_t - 1e-3:
             return  # begun after the release
         turn.add(pcm)
-        self._stream(turn, final=False)
-
-    def _send_audio(self, event: protocol.Event) -> bool:
-        """Every audio append goes through here: it opens the buffer for images."""
-        if not self.session.send(event):
-            return False
-        self.vision.appended()
-        return True
-
-    def _stream(self, turn: Turn, final: bool) -> None:
-        """Send what the service has not got yet, in ~100 ms appends (all of it when final)."""
-        if not self.session.ready:
-            return
-        pcm = turn.unsent(self.session.session_id)
-        if len(pcm) == 0 or (not final and len(pcm) < APPEND_SAMPLES):
-            return
-        for start in range(0, len(pcm), APPEND_SAMPLES * 10):
-            chunk = pcm[start : start + APPEND_SAMPLES * 10]
-            if not self._send_audio(protocol.audio_append(chunk.astype("<i2").tobytes())):
-                return
-        turn.mark_sent()
+        self.uplink.send_turn(turn, final=False)
 
     def _commit(self, turn: Turn) -> None:
         if not self.session.ready:
             return  # sent when the session is ready again (buffered in the turn)
-        self._stream(turn, final=True)
+        self.uplink.send_turn(turn, final=True)
         if not self.session.send(protocol.audio_commit()):
             return
         turn.commit_sent_t = self.clock()
@@ -596,12 +575,12 @@ class Conversation:
             if turn is not None and turn.commit_pending:  # a drop cost the answer: replay
                 turn.commit_pending = False
                 self.uplink.replay(turn.blocks, self.cfg.session.vad.silence_duration_ms)
-            self.uplink.resume(self._send_audio)
+            self.uplink.resume()
             return
         if turn is None:
             return
         if self.state == "listening":
-            self._stream(turn, final=False)
+            self.uplink.send_turn(turn, final=False)
         elif turn.commit_pending:
             self._commit(turn)
 
@@ -635,25 +614,11 @@ class Conversation:
         self._lose(turn, "connection lost before the answer")
 
     def _apply_reload(self) -> None:
-        """Swap the configuration in, at an idle moment: the next turn runs under it. A new
-        endpoint, model, key or voice needs a new connection (the service refuses a voice change
-        once it has spoken); other session settings go to the current session in a
-        `session.update`, and nothing streams until the service has confirmed them."""
+        """Swap the reloaded configuration in, at an idle moment: the next turn runs under it."""
         swapped = self.settings.swap()
         if swapped is None:
             return
-        old, new = swapped
-        how = ""
-        if (new.api, new.api_key, new.effective_voice) != (
-            old.api,
-            old.api_key,
-            old.effective_voice,
-        ):
-            self.session.reconnect("configuration reloaded")
-            how = " (new connection for the new endpoint, model, key or voice)"
-        elif new.session != old.session:
-            self.session.reconfigure()
-            how = " (session.update sent)"
+        how = self.session.adopt(*swapped)
         log.info("reload: applied%s", how)
         self.notifier.ready()
 
@@ -708,9 +673,7 @@ class Conversation:
 
     @property
     def public_state(self) -> str:
-        if self.state != "idle" or self.session.ready:
-            return self.state
-        return "offline" if self.session.state == "offline" else "connecting"
+        return self.status_report.public(self.state)
 
     def volume(self, args: list[str]) -> dict[str, Any]:
         """`omnid ctl volume [up|down|N]`."""
@@ -721,34 +684,7 @@ class Conversation:
 
     def status(self) -> dict[str, Any]:
         """`omnid ctl status`."""
-        return {
-            "ok": True,
-            "state": self.public_state,
-            "connected": self.session.ready,
-            "session_id": self.session.session_id or None,
-            "session_age_s": round(self.session.age_s(), 1),
-            "turns": self.turns,
-        }
-
-    def status_line(self) -> str:
-        """systemd's STATUS=: one human line."""
-        state = self.public_state
-        if self.health.audio_trouble:
-            return self.health.audio_trouble
-        if self.budget.exhausted:
-            return f"daily token limit reached ({self.budget.tokens} tokens); resumes at midnight"
-        if state == "idle":
-            return f"idle (session {self.session.age_s() / 60:.0f} min, {self.turns} turns)"
-        if state == "offline" and self.session.retry_at is not None:
-            wait = max(0.0, self.session.retry_at - self.clock())
-            return f"offline, retrying in {wait:.0f} s: {self.session.last_error}"
-        return state
+        return self.status_report.reply(self.state, self.turns)
 
     def _status(self) -> None:
-        """Publish the state, the STATUS line, and an outage's start and end."""
-        self.feedback.status(self.status_line())
-        state = self.public_state
-        self.feedback.state("muted" if self.uplink.muted and state == "idle" else state)
-        cue = self.outage.update(self.session.ready, self.clock())
-        if cue is not None:
-            self.feedback.cue(cue)
+        self.status_report.publish(self.state, self.turns)

@@ -17,9 +17,6 @@ if TYPE_CHECKING:
     from omnid.led import StatusLed
     from omnid.supervisor import Journal, Notifier
 
-# Brief drops are healed before anyone notices; only an outage this long is announced.
-ANNOUNCE_OFFLINE_AFTER_S = 3.0
-
 
 class Subscriber:
     """Override what you listen to; the rest is ignored."""
@@ -63,29 +60,6 @@ class Feedback:
     def turn(self, fields: dict[str, Any], level: int = logging.INFO) -> None:
         for s in self._subscribers:
             s.on_turn(fields, level)
-
-
-class OutageNotice:
-    """Says "offline" once an outage has lasted `ANNOUNCE_OFFLINE_AFTER_S`, and "online" when it
-    ends — only then: an idle re-open or a rollover stays quiet."""
-
-    def __init__(self) -> None:
-        self._since: float | None = None
-        self._announced = False
-
-    def update(self, online: bool, now: float) -> str | None:
-        if online:
-            self._since = None
-            if self._announced:
-                self._announced = False
-                return "online"
-            return None
-        if self._since is None:
-            self._since = now
-        elif now - self._since >= ANNOUNCE_OFFLINE_AFTER_S and not self._announced:
-            self._announced = True
-            return "offline"
-        return None
 
 
 class LedFeedback(Subscriber):

@@ -319,6 +319,23 @@ class Session:
         self._updates_due += 1
         link.send(protocol.session_update(session_config(self.cfg, self.instructions())))
 
+    def adopt(self, old: Config, new: Config) -> str:
+        """The settings were swapped (at an idle moment). A new endpoint, model, key or voice
+        needs a new connection (the service refuses a voice change once it has spoken); other
+        session settings go to the current session in a `session.update`, and nothing streams
+        until the service has confirmed them. Returns how, for the log."""
+        if (new.api, new.api_key, new.effective_voice) != (
+            old.api,
+            old.api_key,
+            old.effective_voice,
+        ):
+            self.reconnect("configuration reloaded")
+            return " (new connection for the new endpoint, model, key or voice)"
+        if new.session != old.session:
+            self.reconfigure()
+            return " (session.update sent)"
+        return ""
+
     def reconnect(self, why: str) -> None:
         """A new connection now (a new endpoint, model, key or voice): close the current
         session and open another at once, without the backoff a failure would cost."""

@@ -1,22 +1,28 @@
-"""The microphone's way to the service when it streams all the time: mute, ~100 ms appends, an
-offline buffer, and a replay of what a dead connection swallowed.
+"""The microphone's way to the service, and its gate: mute, the masks, ~100 ms appends.
 
-Hands-free mode streams without pause once a session is ready — silence included, because the
-service's VAD needs silence to find the end of speech. (What blanks the microphone while the box
-itself makes sound is `playback.Playback.silences_mic`.)
+The gate: a muted microphone, and one the box itself is sounding into (an earcon, or an answer
+under the echo guard: `playback.Playback.silences_mic`), goes out as silence.
+
+Push-to-talk sends a turn's audio as it is held, and again whole to a new session after a drop.
+Hands-free streams without pause once a session is ready — silence included, because the
+service's VAD needs silence to find the end of speech — keeps what is said while offline, and
+replays what a dead connection swallowed. Every append opens the service's buffer for images.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 
 import numpy as np
 
 from omnid import protocol
+from omnid.events import MicBlock
 from omnid.models import WIRE_INPUT_RATE
+from omnid.playback import Playback
+from omnid.session import Session
 from omnid.settings import Settings
-from omnid.turn import APPEND_SAMPLES
+from omnid.turn import APPEND_SAMPLES, Turn
+from omnid.vision import Vision
 
 # How much streamed audio is kept until the service shows it is alive after it (any event): a
 # stalled network is declared dead within about this long, and what it swallowed is replayed.
@@ -24,8 +30,13 @@ UNCONFIRMED_S = 30.0
 
 
 class Uplink:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, session: Session, playback: Playback, vision: Vision
+    ) -> None:
         self._settings = settings
+        self._session = session
+        self._playback = playback
+        self._vision = vision
         self.muted = False
         self._pending: list[np.ndarray] = []
         self._pending_n = 0
@@ -41,11 +52,34 @@ class Uplink:
         """Kept while offline: as much as one turn may last (`audio.max_turn_s`)."""
         return int(self._settings.current.audio.max_turn_s * WIRE_INPUT_RATE)
 
-    def stream(
-        self, pcm: np.ndarray, t: float, ready: bool, send: Callable[[protocol.Event], bool]
-    ) -> None:
-        """Hands-free: send in ~100 ms appends; keep the last `max_buffer_s` while offline."""
-        if not ready:
+    def gate(self, block: MicBlock) -> np.ndarray:
+        """What of the block may go to the service: all of it, or silence."""
+        if self.muted or self._playback.silences_mic(block.t):
+            return np.zeros_like(block.pcm)
+        return block.pcm
+
+    def send(self, event: protocol.Event) -> bool:
+        """Every audio append goes through here: it opens the buffer for images."""
+        if not self._session.send(event):
+            return False
+        self._vision.appended()
+        return True
+
+    def send_turn(self, turn: Turn, final: bool) -> None:
+        """Push-to-talk: send what the session has not got of the turn yet, in ~100 ms appends
+        (all of it when final)."""
+        session = self._session
+        if not session.ready:
+            return
+        pcm = turn.unsent(session.session_id)
+        if len(pcm) == 0 or (not final and len(pcm) < APPEND_SAMPLES):
+            return
+        if self._append(pcm):
+            turn.mark_sent()
+
+    def stream(self, pcm: np.ndarray, t: float) -> None:
+        """Hands-free: send in ~100 ms appends; keep the last `max_turn_s` while offline."""
+        if not self._session.ready:
             self._keep_offline(pcm)
             return
         self._unconfirmed.append((t, pcm))
@@ -55,7 +89,7 @@ class Uplink:
         self._pending.append(pcm)
         self._pending_n += len(pcm)
         if self._pending_n >= APPEND_SAMPLES:
-            self._flush(send)
+            self._flush()
 
     def _keep_offline(self, pcm: np.ndarray) -> None:
         self._offline.append(pcm)
@@ -93,19 +127,25 @@ class Uplink:
         self._pending[:0] = [*blocks, tail]
         self._pending_n += sum(len(b) for b in blocks) + len(tail)
 
-    def resume(self, send: Callable[[protocol.Event], bool]) -> None:
+    def resume(self) -> None:
         """A session is ready again: what was said meanwhile goes first."""
         self._pending[:0] = list(self._offline)
         self._pending_n += self._offline_n
         self._offline.clear()
         self._offline_n = 0
         if self._pending_n:
-            self._flush(send)
+            self._flush()
 
-    def _flush(self, send: Callable[[protocol.Event], bool]) -> None:
+    def _flush(self) -> None:
         pcm = np.concatenate(self._pending)
         self._pending.clear()
         self._pending_n = 0
+        self._append(pcm)
+
+    def _append(self, pcm: np.ndarray) -> bool:
+        """Appends of at most a second each; False once the link refuses one."""
         for start in range(0, len(pcm), APPEND_SAMPLES * 10):
-            if not send(protocol.audio_append(pcm[start : start + APPEND_SAMPLES * 10].tobytes())):
-                return
+            chunk = pcm[start : start + APPEND_SAMPLES * 10]
+            if not self.send(protocol.audio_append(chunk.astype("<i2", copy=False).tobytes())):
+                return False
+        return True
