@@ -80,6 +80,7 @@ class Turn:
         self.response_id = ""
         self.response_done = False
         self.audio_done = False
+        self.assistant_text = ""  # the record and the carry-over keep the final answer's words
 
     def mark_sent(self) -> None:
         self.sent_blocks = len(self.blocks)

@@ -76,7 +76,7 @@ class Rig:
         (tmp / "omnid.toml").write_text(
             f'[api]\nurl = "ws://127.0.0.1:9/api-ws/v1/realtime"\napi_key_file = "{tmp / "key"}"\n'
             f'[session]\nmode = "{mode}"\n[audio]\necho_guard = "off"\nearcons = false\n'
-            f'[control]\nsocket = "{tmp / "control.sock"}"\n'
+            f'[control]\nsocket = "{tmp / "control.sock"}"\n[log]\ntranscripts = true\n'
         )
         cfg = load_config(tmp / "omnid.toml", require_api_key=True)
         self.now = 1000.0
@@ -213,7 +213,8 @@ def test_a_turn_with_a_function_call_takes_two_responses_and_records_one_turn(
     rig.speak(1.0)
     rig.conv.handle(ev.Release("test", rig.now))
     rig.server("response.created", response={"id": "resp_1"})
-    rig.audio("resp_1", n=1)  # "let me look"
+    rig.audio("resp_1", n=1)
+    rig.server("response.audio_transcript.done", response_id="resp_1", transcript="Let me look.")
     call = {"type": "function_call", "call_id": "call_1", "name": "get_time", "arguments": "{}"}
     args = {k: call[k] for k in ("call_id", "name", "arguments")}
     rig.server("response.function_call_arguments.done", response_id="resp_1", **args)
@@ -241,11 +242,13 @@ def test_a_turn_with_a_function_call_takes_two_responses_and_records_one_turn(
 
     rig.server("response.created", response={"id": "resp_2"})
     rig.audio("resp_2", n=3)
+    rig.server("response.audio_transcript.delta", response_id="resp_2", delta="It is noon.")
     rig.server("response.audio.done", response_id="resp_2")
     rig.done("resp_2", tokens=150)
     [turn] = rig.sink.turns
     assert turn["OUTCOME"] == "answered"
     assert turn["RESPONSE"] == "resp_2" and turn["TURN"] == 1
+    assert turn["ASSISTANT_TEXT"] == "It is noon."  # the final answer's words
     assert rig.speaker.answer_blocks() == 1 + 3
     assert rig.link.types().count("conversation.item.create") == 1  # the call ran once
     assert rig.conv.turn is None and rig.conv.state == "idle"
