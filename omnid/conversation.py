@@ -114,9 +114,6 @@ class Conversation:
     def cfg(self) -> Config:
         return self.settings.current
 
-    def post(self, event: ev.Event) -> None:
-        self.inbox.post(event)
-
     # ------------------------------------------------------------------ loop
 
     def run(self) -> None:
@@ -475,7 +472,6 @@ class Conversation:
         first_ms: float | str = ""
         if turn is not None and mine:
             first_ms = turn.ms(turn.commit_sent_t, turn.first_audio_t)
-            turn.usage_tokens += done.usage.total_tokens
         record_usage(self.journal, self.cfg.api.model, self.session.session_id, done, first_ms)
         save = self.budget.add(done.usage.total_tokens)
         if save is not None:

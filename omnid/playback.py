@@ -40,7 +40,6 @@ class EchoGuard:
         self._settings = settings
         self.playing = False
         self.until = 0.0
-        self.guarded_blocks = 0
 
     def started(self) -> None:
         """Audio handed to the speaker (before it sounds: never too late)."""
@@ -118,12 +117,7 @@ class Playback(Subscriber):
 
     def silences_mic(self, t: float) -> bool:
         """Whether the microphone block captured at `t` must go out as silence."""
-        if t < self._mask_until:
-            return True
-        if self.guard.active(t):
-            self.guard.guarded_blocks += 1
-            return True
-        return False
+        return t < self._mask_until or self.guard.active(t)
 
     # ------------------------------------------------------------------ earcons
 

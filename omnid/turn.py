@@ -49,7 +49,6 @@ class Turn:
     item_id: str = ""  # the user's conversation item, to match its late transcript
     user_text: str = ""
     assistant_text: str = ""
-    usage_tokens: int = 0
 
     @property
     def audio_s(self) -> float:

@@ -33,7 +33,7 @@ def test_a_batch_still_queued_at_the_release_is_part_of_the_turn(tmp_path: Path)
     for block in blocks[25:29]:
         bench.now += 0.02
         bench.feed(block, bench.now)
-    conv.post(ev.Release(t=bench.now))  # released after block 29 …
+    conv.inbox.post(ev.Release(t=bench.now))  # released after block 29 …
     bench.now += 0.02
     bench.feed(blocks[29], bench.now)  # … whose wake-up is posted behind the release
     bench.pump()

@@ -9,7 +9,7 @@ own thread; `policy.FramePolicy` is the pure state machine the conversation thre
 
 How the conversation uses it (one thread, no blocking):
 
-    feed = open_feed(cfg.camera, conversation.post)        # None when the camera is disabled
+    feed = open_feed(cfg.camera, inbox.post)        # None when the camera is disabled
     frames = FramePolicy.from_config(cfg.camera, cfg.session.mode, clock)
     ... frames.on_turn_start() / on_turn_end() / on_append() / on_commit() / reset()
     ... if frames.should_request(): feed.request()          # each tick and after appends
