@@ -192,6 +192,23 @@ class Refusals:
     observed_s: float
 
 
+def _notified_daemon(
+    tmp: Path, url: str, key: str, started: list[Any]
+) -> tuple[NotifySocket, StampedDaemon]:
+    """A daemon on `tmp`'s `wav:` devices, telling its own notify socket; both join `started`
+    (stopped in order at the end, whatever happens)."""
+    notify = NotifySocket(tmp / "notify.sock")
+    started.append(notify)
+    daemon = StampedDaemon(
+        tmp,
+        write_config(tmp, url, key, wav_devices(tmp)),
+        key,
+        NOTIFY_SOCKET=str(tmp / "notify.sock"),
+    )
+    started.append(daemon)
+    return notify, daemon
+
+
 def _status_lines(notify: NotifySocket) -> list[str]:
     return [m.removeprefix("STATUS=") for _, m in notify.messages if m.startswith("STATUS=")]
 
@@ -217,44 +234,20 @@ def refusals(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Refusals]:
         quota_sim = Simulator(qtmp, key, "--refuse-status", "429")
         started.append(quota_sim)
         timeline(qtmp / "mic.wav", [(0.0, speech(2.0)), (120.0, None)])
-        quota_notify = NotifySocket(qtmp / "notify.sock")
-        started.append(quota_notify)
-        quota = StampedDaemon(
-            qtmp,
-            write_config(qtmp, quota_sim.url, key, wav_devices(qtmp)),
-            key,
-            NOTIFY_SOCKET=str(qtmp / "notify.sock"),
-        )
-        started.append(quota)
+        quota_notify, quota = _notified_daemon(qtmp, quota_sim.url, key, started)
 
         # -- the service closing with 1007 at the first response
         ftmp = tmp_path_factory.mktemp("tier")
         tier_sim = Simulator(ftmp, key, "--close-1007-on-response")
         started.append(tier_sim)
         write_wav(ftmp / "mic.wav", speech(120.0))
-        tier_notify = NotifySocket(ftmp / "notify.sock")
-        started.append(tier_notify)
-        tier = StampedDaemon(
-            ftmp,
-            write_config(ftmp, tier_sim.url, key, wav_devices(ftmp)),
-            key,
-            NOTIFY_SOCKET=str(ftmp / "notify.sock"),
-        )
-        started.append(tier)
+        tier_notify, tier = _notified_daemon(ftmp, tier_sim.url, key, started)
 
         # -- no service at all
         dtmp = tmp_path_factory.mktemp("dead")
         write_wav(dtmp / "mic.wav", np.zeros(IN_RATE, np.int16))
-        dead_notify = NotifySocket(dtmp / "notify.sock")
-        started.append(dead_notify)
         dead_started = time.time()
-        dead = StampedDaemon(
-            dtmp,
-            write_config(dtmp, url_of(free_port()), key, wav_devices(dtmp)),
-            key,
-            NOTIFY_SOCKET=str(dtmp / "notify.sock"),
-        )
-        started.append(dead)
+        dead_notify, dead = _notified_daemon(dtmp, url_of(free_port()), key, started)
 
         tier.wait_ready()
         tier_presses = [hold(tier, 1.5).pressed]  # commit + response.create → 1007
