@@ -50,6 +50,12 @@ class EchoGuard:
             self.playing = False
             self.until = t + self._settings.current.audio.echo_tail_ms / 1000
 
+    def speaker_changed(self) -> None:
+        """The speaker was swapped (lost, or back): what the old one was playing will never
+        report drained, and the new one plays nothing yet. Without this a speaker lost
+        mid-answer would leave the microphone silenced until something else plays out."""
+        self.playing = False
+
     def active(self, t: float) -> bool:
         guarding = self._settings.current.audio.echo_guard == "half_duplex"
         return guarding and (self.playing or t < self.until)
@@ -83,6 +89,7 @@ class Playback(Subscriber):
     def use(self, speaker: Output) -> None:
         """A (re)opened speaker, at the current volume."""
         self.speaker = speaker
+        self.guard.speaker_changed()
         speaker.volume = to_gain(self.volume_pct)
 
     def play(self, pcm: np.ndarray) -> None:

@@ -510,15 +510,21 @@ def wait_state(daemon: Daemon, state: str, timeout: float) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_the_speaker_vanishing_mid_answer_is_survived(tmp_path: Path) -> None:
+@pytest.mark.parametrize("earcons", [True, False], ids=["earcons", "no-earcons"])
+def test_the_speaker_vanishing_mid_answer_is_survived(tmp_path: Path, earcons: bool) -> None:
     """README: "A microphone or speaker that is missing at boot or goes away is reopened with
     backoff (STATUS says so)". The speaker fails through PortAudio while an answer plays: the
     turn is recorded `lost` naming the speaker, the daemon stays up, STATUS says the device is
-    being reopened, and once the speaker is back the next turn is answered — and heard."""
+    being reopened, and once the speaker is back the next turn is answered — and heard. The
+    answer cut off mid-play must not leave the half-duplex echo guard holding the microphone
+    silent (without earcons, nothing else would ever release it)."""
     key = make_key()
     rig = UnpluggableRig(tmp_path).start()
     sim = Simulator(tmp_path, key)
-    devices = f'[audio]\ninput_device = "{rig.mic_device}"\noutput_device = "{rig.spk_device}"\n'
+    devices = (
+        f'[audio]\ninput_device = "{rig.mic_device}"\noutput_device = "{rig.spk_device}"\n'
+        f"earcons = {str(earcons).lower()}\n"
+    )
     config = write_config(tmp_path, sim.url, key, devices)
     notify = NotifySocket(tmp_path / "notify.sock")
     daemon = Daemon(
@@ -551,12 +557,17 @@ def test_the_speaker_vanishing_mid_answer_is_survived(tmp_path: Path) -> None:
         rig.plug_speaker()
         plugged_back = True
         plugged_at = time.time()
-        daemon.wait_for(lambda s: "audio devices back" in s, timeout=20)
+        daemon.wait_for(lambda s: "audio resumed" in s, timeout=20)  # speaker taken
         back_at = time.time()
         assert rig.wait_mic_reader(10), "the microphone stream did not come back"
         daemon.ctl("press")
+        if earcons:  # people speak once they hear the listening earcon (a reopened stream's
+            deadline = time.monotonic() + 10  # first sound may take a while on a busy machine)
+            while not earcon_times(rig.speaker_output()[heard_before:], "listening"):
+                assert time.monotonic() < deadline, "no listening earcon from the speaker"
+                time.sleep(0.05)
         said = rig.say(np.concatenate([np.zeros(IN_RATE // 2, np.int16), next_words]))
-        sleep_until(said + 0.5 + 1.5 + 0.3)  # people speak after the listening earcon
+        sleep_until(said + 0.5 + 1.5 + 0.3)
         daemon.ctl("release")
         answered = daemon.wait_record("turn", count=2, timeout=20)[1]
         time.sleep(0.3)
