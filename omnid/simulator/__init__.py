@@ -7,8 +7,12 @@ Two ways in:
 - `start_in_thread(**options)` — the same server on a daemon thread with its own event loop, for
   `omnid demo` and in-process tests; keyword names are the fields of `SimOptions`.
 
+The simulated model answers by echoing the user's audio; it calls tools only when told to
+(`--call`, `--script`: calls.py), so a client's function-calling path can be tested turn by turn.
+
 Layout: `server` (upgrade checks) → `connection` (socket, record, limits, faults) → `session`
-(state machine) → `validate` (session.update), `response` (streaming + usage), `images`, `vad`.
+(state machine) → `validate` (session.update), `response` (streaming + usage), `functions`
+(call ids, tool outputs, the follow-up), `calls` (which turns call what), `images`, `vad`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 import threading
 from typing import Any
 
+from omnid.simulator.calls import ScriptError
 from omnid.simulator.options import (
     API_KEY_ENV,
     DEFAULT_API_KEY,
@@ -34,6 +39,7 @@ __all__ = [
     "DEFAULT_API_KEY",
     "PATH",
     "RunningSimulator",
+    "ScriptError",
     "SimOptions",
     "Simulator",
     "main",
@@ -92,16 +98,19 @@ def start_in_thread(**options: Any) -> RunningSimulator:
     """Start a simulator on a daemon thread and return once it listens.
 
     Keywords are `SimOptions` fields (`port=0`, `pace=0`, `record=…`, fault flags…); an unknown
-    one raises TypeError here rather than being silently ignored.
+    one raises TypeError here rather than being silently ignored. Function calling:
+    `call=["set_volume={\"level\": 30}"]` is `--call`; `script=` takes a path to a JSON file
+    (`--script`) or the already parsed list itself. A bad call or script raises `ScriptError`
+    (a ValueError) here, before any thread starts.
     """
     opts = SimOptions(**options)
+    simulator = Simulator(opts)  # validates call/script; creates no asyncio object
     ready = threading.Event()
     started: dict[str, Any] = {}
 
     def run() -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        simulator = Simulator(opts)
         stop_event = asyncio.Event()
         try:
             loop.run_until_complete(simulator.start())
@@ -130,8 +139,7 @@ def start_in_thread(**options: Any) -> RunningSimulator:
     return running
 
 
-async def _serve_until_signal(options: SimOptions) -> int:
-    simulator = Simulator(options)
+async def _serve_until_signal(simulator: Simulator) -> int:
     await simulator.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -155,7 +163,12 @@ def main(argv: list[str]) -> int:
     if options.log_level != "debug":
         logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
-        return asyncio.run(_serve_until_signal(options))
+        simulator = Simulator(options)
+    except ScriptError as exc:  # one readable line, no traceback
+        print(f"omnid simulate: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_serve_until_signal(simulator))
     except OSError as exc:  # e.g. the port is taken
         print(f"omnid simulate: {exc}", file=sys.stderr)
         return 1

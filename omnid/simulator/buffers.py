@@ -35,7 +35,8 @@ class PendingInput:
     item_id: str
     audio: bytes = b""
     images: list[ImageInfo] = field(default_factory=list)
-    tool_output_chars: int = 0
+    tool_output: str | None = None  # a function_call_output item: its output…
+    call_id: str | None = None  # …and the call it answers
 
     @property
     def seconds(self) -> float:

@@ -30,6 +30,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from omnid.models import ModelInfo
+from omnid.simulator.calls import CallPlanner
 from omnid.simulator.events import Event, error_event, new_id
 from omnid.simulator.options import SimOptions
 from omnid.simulator.record import Recorder
@@ -66,6 +67,7 @@ class Connection:
         recorder: Recorder,
         rng: random.Random,
         faulty: bool = True,
+        planner: CallPlanner | None = None,
     ) -> None:
         self.ws = ws
         self.options = options
@@ -76,6 +78,7 @@ class Connection:
             first_audio_s=options.first_audio_ms / 1000,
             pace=options.pace,
             note=self._note,
+            planner=planner,
         )
         self.sid = self.session.id
         self._events_sent = 0
@@ -110,6 +113,8 @@ class Connection:
         limit = self.options.drop_after_events
         if limit is not None and self._events_sent >= limit:
             await self.drop(f"drop-after-events {limit}")
+        if self.options.drop_after_call and _called(event):
+            await self.drop("drop-after-call")
         stall = self.options.stall_after_events
         if stall is not None and self._events_sent >= stall:
             self.stall(f"stall-after-events {stall}")
@@ -266,3 +271,11 @@ def peer_of(ws: ServerConnection) -> str:
     if isinstance(addr, tuple) and len(addr) >= 2:
         return f"{addr[0]}:{addr[1]}"
     return str(addr)
+
+
+def _called(event: Event) -> bool:
+    """A `response.done` whose output holds a function call."""
+    if event.get("type") != "response.done":
+        return False
+    output = (event.get("response") or {}).get("output") or []
+    return any(isinstance(item, dict) and item.get("type") == "function_call" for item in output)

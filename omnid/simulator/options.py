@@ -2,13 +2,16 @@
 
 Defaults are the service's own numbers (120-minute sessions, 300 s idle close) so that a client
 tested against a default simulator meets the same limits as in the field; tests shorten them.
+By default the simulated model never calls a tool; `call` and `script` say which turns do
+(their shapes and rules are in calls.py, which also validates them when the simulator starts).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 DEFAULT_API_KEY = "sk-test-omnid-simulator"
 API_KEY_ENV = "OMNID_SIM_API_KEY"
@@ -27,12 +30,17 @@ class SimOptions:
     record: str | None = None
     seed: int | None = None
     drop_after_events: int | None = None
+    drop_after_call: bool = False
     drop_every_s: float | None = None
     stall_after_events: int | None = None
     faulty_connections: int | None = None  # None: every connection meets the faults above
     refuse_status: int | None = None
     close_1007_on_response: bool = False
     long_close_reason: bool = False
+    # Function calling (calls.py): `--call NAME[=JSON]` for every user turn, and/or a script
+    # (a path to a JSON file, or — from start_in_thread — the already parsed list).
+    call: list[str] = field(default_factory=list)
+    script: str | list[Any] | None = None
     log_level: str = "info"
 
     def resolved_api_key(self) -> str:
@@ -83,12 +91,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pace", type=fl, default=2.0, help="audio pace × real time; 0 = no waiting")
     p.add_argument("--record", metavar="PATH", help="append a JSONL record of the wire here")
     p.add_argument("--seed", type=int, help="seed for randomised faults (--drop-every-s)")
+    calls = p.add_argument_group(
+        "function calling",
+        "By default the model never calls a tool. A tool is called only if the session declared "
+        "it in session.update.tools (unless forced), never by qwen3-omni-flash-realtime (it "
+        "accepts tools and never calls them), and never by the answer to function_call_output "
+        "items, which speaks each output ('The tool said: …') over the echo of the question.",
+    )
+    calls.add_argument(
+        "--call",
+        action="append",
+        metavar="NAME[=JSON]",
+        help=(
+            "every user turn's response calls tool NAME with this JSON object as arguments "
+            "(default {}); repeat for several calls in one response, in flag order"
+        ),
+    )
+    calls.add_argument(
+        "--script",
+        metavar="PATH",
+        help=(
+            "JSON list, entry i for the i-th answered user turn of the simulator (all "
+            "connections; a turn counts once a response without calls completes, so a turn "
+            "asked again after a dropped connection meets the same entry). Entry: null or {} "
+            '(plain answer) or {"calls": [{"name": N, "arguments": {…}} | {"name": N, '
+            '"arguments_raw": "verbatim string"}, optionally with "force": true to call an '
+            'undeclared name], "speak_first": false}; speak_first: speak, then call, in one '
+            "response. Past its end, --call applies."
+        ),
+    )
     faults = p.add_argument_group("fault injection")
     faults.add_argument(
         "--drop-after-events",
         type=it,
         metavar="N",
         help="abort the TCP connection (no close frame) after N server events",
+    )
+    faults.add_argument(
+        "--drop-after-call",
+        action="store_true",
+        help=(
+            "abort the TCP connection right after the response.done of a response that called "
+            "a function, before its output can arrive"
+        ),
     )
     faults.add_argument(
         "--drop-every-s",
@@ -110,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=it,
         metavar="K",
         help=(
-            "apply --drop-after-events, --drop-every-s and --stall-after-events to the first K "
+            "apply --drop-after-events, --drop-after-call, --drop-every-s and "
+            "--stall-after-events to the first K "
             "connections only (default: to every connection), so a client can recover"
         ),
     )
@@ -141,4 +187,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_options(argv: list[str]) -> SimOptions:
     ns = build_parser().parse_args(argv)
+    ns.call = ns.call or []
     return SimOptions(**{f.name: getattr(ns, f.name) for f in fields(SimOptions)})

@@ -21,6 +21,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from omnid.models import MODELS
+from omnid.simulator.calls import CallPlanner
 from omnid.simulator.connection import Connection, peer_of
 from omnid.simulator.events import new_id
 from omnid.simulator.options import PATH, SimOptions
@@ -41,10 +42,16 @@ REFUSAL_BODIES: dict[int, dict[str, str]] = {
 
 
 class Simulator:
-    """The asyncio server; `start()` binds (port 0 = any free one), `stop()` closes everything."""
+    """The asyncio server; `start()` binds (port 0 = any free one), `stop()` closes everything.
+
+    Constructing one creates no asyncio object (it may happen on another thread than the loop's)
+    and validates `--call`/`--script` first: `calls.ScriptError` before any file is opened.
+    """
 
     def __init__(self, options: SimOptions) -> None:
         self.options = options
+        # One planner for every connection: the script counts the simulator's answered turns.
+        self.planner = CallPlanner(options.call, options.script)
         self._key = options.resolved_api_key()
         self.recorder = Recorder(options.record)
         self._rng = random.Random(options.seed)
@@ -134,4 +141,6 @@ class Simulator:
         self._accepted += 1
         limit = self.options.faulty_connections
         faulty = limit is None or self._accepted <= limit
-        await Connection(ws, model, self.options, self.recorder, self._rng, faulty).run()
+        await Connection(
+            ws, model, self.options, self.recorder, self._rng, faulty, planner=self.planner
+        ).run()

@@ -11,7 +11,10 @@ State, in docs/protocol.md's terms:
 - *pending* input: committed user items (and tool results) that no response has answered yet —
   `response.create` consumes all of it, so two commits then one response answer both;
 - at most one *active response*, streamed by a background task so that `response.cancel` and
-  further appends are read while it plays.
+  further appends are read while it plays;
+- the *function calls* (functions.py): a response to user input may call tools, as the
+  planner of calls.py says; the session then takes one `function_call_output` per issued call,
+  and a `response.create` only once every call has its output.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import numpy as np
 
 from omnid.models import WIRE_OUTPUT_RATE, ModelInfo
 from omnid.simulator.buffers import InputBuffer, PendingInput
+from omnid.simulator.calls import CallPlanner
 from omnid.simulator.events import Event, ProtocolError, new_id
+from omnid.simulator.functions import FunctionCalls
 from omnid.simulator.response import ResponseInput, ResponseStream
 from omnid.simulator.vad import InputTimeline, TurnDetector, VadEdge, make_detector
 from omnid.simulator.validate import apply_session_update, check_modalities, default_session
@@ -54,6 +59,7 @@ class Session:
         first_audio_s: float = 0.15,
         pace: float = 2.0,
         note: Note | None = None,
+        planner: CallPlanner | None = None,
         detector_factory: DetectorFactory = make_detector,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -66,6 +72,7 @@ class Session:
         self._first_audio_s = first_audio_s
         self._pace = pace
         self._detector_factory = detector_factory
+        self._calls = FunctionCalls(planner, model.tools)  # planner None: never call a tool
         self._clock = clock
         self._buffer = InputBuffer(clock)
         self._pending: list[PendingInput] = []
@@ -224,19 +231,12 @@ class Session:
 
     async def _item_create(self, event: Event) -> None:
         item = event.get("item")
-        if not isinstance(item, dict) or item.get("type") != "function_call_output":
-            raise ProtocolError(
-                "Only items of type function_call_output can be created.", param="item.type"
-            )
-        call_id, output = item.get("call_id"), item.get("output")
-        if not isinstance(call_id, str) or not call_id:
-            raise ProtocolError("item.call_id must be a non-empty string", param="item.call_id")
-        if not isinstance(output, str):
-            raise ProtocolError("item.output must be a string", param="item.output")
+        call_id, output = self._calls.accept_output(item)
+        assert isinstance(item, dict)  # accept_output checked it
         given_id = item.get("id")
         item_id = given_id if isinstance(given_id, str) and given_id else new_id("item")
         previous = self._add_item(item_id)
-        self._pending.append(PendingInput(item_id, tool_output_chars=len(output)))
+        self._pending.append(PendingInput(item_id, tool_output=output, call_id=call_id))
         created = {
             "id": item_id,
             "object": "realtime.item",
@@ -259,11 +259,14 @@ class Session:
             raise ProtocolError("response must be an object", param="response")
         await self._start_response(params)
 
-    async def _start_response(self, params: dict[str, Any]) -> None:
+    async def _start_response(self, params: dict[str, Any], *, auto: bool = False) -> None:
+        """`auto`: created by the server VAD, which never refuses for lack of tool outputs —
+        the user spoke again, so the unanswered calls are abandoned (outputs still welcome)."""
         if self.response is not None:
             raise ProtocolError(ALREADY_ACTIVE, code="conversation_already_has_active_response")
         if self._speech_item_id is not None:
             raise ProtocolError(USER_SPEAKING, code="invalid_state")
+        self._calls.check_create(auto=auto)
         modalities = self.config["modalities"]
         if params.get("modalities") is not None:
             modalities = check_modalities(params["modalities"], "response.modalities")
@@ -280,23 +283,25 @@ class Session:
             )
         turns, self._pending = self._pending, []
         audio = np.frombuffer(b"".join(t.audio for t in turns), dtype="<i2").astype(np.int16)
-        item_id = new_id("item")
+        outputs = [t.tool_output for t in turns if t.tool_output is not None]
+        inp = ResponseInput(
+            response_id=new_id("resp"),
+            item_id=new_id("item"),
+            conversation_id=self.conversation_id,
+            modalities=modalities,
+            voice=self.config["voice"],
+            instructions=instructions,
+            audio=audio,
+            image_tokens=[img.tokens for t in turns for img in t.images],
+            tool_outputs=outputs,
+        )
+        self._calls.prepare(inp, turns, self.config["tools"])
         stream = ResponseStream(
-            ResponseInput(
-                response_id=new_id("resp"),
-                item_id=item_id,
-                previous_item_id=self._add_item(item_id),
-                conversation_id=self.conversation_id,
-                modalities=modalities,
-                voice=self.config["voice"],
-                instructions=instructions,
-                audio=audio,
-                image_tokens=[img.tokens for t in turns for img in t.images],
-                tool_output_chars=sum(t.tool_output_chars for t in turns),
-            ),
+            inp,
             self._send,
             first_audio_s=self._first_audio_s,
             pace=self._pace,
+            link=self._add_item,
             on_done=self._response_done,
         )
         self.response = stream
@@ -323,6 +328,7 @@ class Session:
             self.audio_produced = self.audio_produced or stream.samples_sent > 0
             self.response = None
             self._last_response_activity = self._clock()
+            self._calls.response_ended(stream)
 
     async def _response_cancel(self, event: Event) -> None:
         if self.response is None:
@@ -364,7 +370,7 @@ class Session:
         start, self._speech_start_ms = self._speech_start_ms, None
         await self._commit(item_id, None if start is None else (start, at_ms))
         if td.get("create_response", True) and self.response is None:
-            await self._start_response({})
+            await self._start_response({}, auto=True)
 
     async def _transcription_delta(self, at_ms: int) -> None:
         """A deterministic preview while the user speaks: text (settled) + stash (tentative)."""
