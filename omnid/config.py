@@ -19,10 +19,12 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, get_args, get_origin
 
 from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
 
 from omnid.config_schema import (
     RESTART_ONLY,
@@ -31,16 +33,20 @@ from omnid.config_schema import (
     AudioSection,
     ButtonSection,
     CameraSection,
+    CommandToolConfig,
     Config,
     ControlSection,
     LedSection,
     LogSection,
     SessionSection,
+    ToolParamConfig,
+    ToolsSection,
     UsageSection,
     VadSection,
     allowed_text,
     cross_check,
     table_model,
+    toml_key,
 )
 from omnid.config_sources import (
     KEY_HOME,
@@ -56,12 +62,15 @@ __all__ = [
     "AudioSection",
     "ButtonSection",
     "CameraSection",
+    "CommandToolConfig",
     "Config",
     "ConfigError",
     "ControlSection",
     "LedSection",
     "LogSection",
     "SessionSection",
+    "ToolParamConfig",
+    "ToolsSection",
     "UsageSection",
     "VadSection",
     "load_config",
@@ -137,7 +146,7 @@ def load_config(path: Path | str | None = None, *, require_api_key: bool = False
             lines = _translate(name, raw, exc, env_sources, secrets)
             problems += lines.values()
             failed |= lines.keys()
-            sections[name] = _salvage(model, raw)
+            sections[name] = _salvage_tools(raw) if model is ToolsSection else _salvage(model, raw)
 
     problems += key_problems
     if require_api_key and key is None and not key_problems:
@@ -149,6 +158,7 @@ def load_config(path: Path | str | None = None, *, require_api_key: bool = False
         None if "api.model" in failed else _section(sections, "api", ApiSection),
         _section(sections, "session", SessionSection),
         _section(sections, "camera", CameraSection),
+        _section(sections, "tools", ToolsSection),
     )
     problems += [e for e in errors if re.split(r"[ :]", e, maxsplit=1)[0] not in failed]
     warnings += warned
@@ -265,6 +275,10 @@ def _pull_api_keys(
             del table[key]
         elif isinstance(value, dict):
             _pull_api_keys(value, f"{prefix}{key}.", problems, secrets)
+        elif isinstance(value, list):  # [[tools.command]] entries are tables in a list
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    _pull_api_keys(item, f"{prefix}{key}[{i}].", problems, secrets)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -280,65 +294,187 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 # --- turning pydantic's errors into one line each ----------------------------------------------
 
 
+@dataclass
+class _Where:
+    """Where one pydantic error points, as the user would name it."""
+
+    path: str  # "tools.command[0].parameters.level.maximum"
+    loc: tuple[int | str, ...]  # the part of the error's location that `path` covers
+    info: FieldInfo | None = None  # the key's declaration; None for an entry of a list or table
+    table: str = ""  # for an unknown key: the table it was written in, and that table's model
+    table_model: type[BaseModel] | None = None
+
+
+def _items(info: FieldInfo) -> tuple[str, type[BaseModel]] | None:
+    """("list", M) for a list of tables (`[[tools.command]]`), ("dict", M) for a table of
+    tables (`parameters`), else None."""
+    origin, args = get_origin(info.annotation), get_args(info.annotation)
+    item = args[-1] if args else None
+    if not (isinstance(item, type) and issubclass(item, BaseModel)):
+        return None
+    if origin is list:
+        return "list", item
+    if origin is dict:
+        return "dict", item
+    return None
+
+
+def _locate(section: str, loc: tuple[int | str, ...]) -> _Where:
+    """Walk an error's location through the models; a list of plain values (argv, modes) is
+    reported as a whole key, an entry of a list of tables by its index."""
+    model: type[BaseModel] | None = SECTIONS[section]
+    where = _Where(section, ())
+    items: tuple[str, type[BaseModel]] | None = None
+    for depth, part in enumerate(loc):
+        if items is not None:
+            kind, item = items
+            if kind == "list" and isinstance(part, int):
+                where.path += f"[{part}]"
+            elif kind == "dict" and isinstance(part, str):
+                where.path += f".{toml_key(part)}"
+            else:
+                break
+            where.loc, where.info, model, items = loc[: depth + 1], None, item, None
+            continue
+        if model is None or not isinstance(part, str):
+            break
+        if part not in model.model_fields:
+            where.table, where.table_model = where.path, model
+            where.path += f".{part}"
+            break
+        where.info = model.model_fields[part]
+        where.path += f".{part}"
+        where.loc = loc[: depth + 1]
+        model = table_model(where.info)
+        items = _items(where.info)
+    return where
+
+
 def _translate(
     section: str, raw: Any, exc: ValidationError, sources: Mapping[str, str], secrets: set[str]
 ) -> dict[str, str]:
     """pydantic's errors for one section → {dotted key: one line}, at most one line per key."""
     lines: dict[str, str] = {}
     for err in exc.errors(include_url=False):
-        model: type[BaseModel] | None = SECTIONS[section]
-        path = [section]
-        info = None
-        unknown = False
-        for name in (p for p in err["loc"] if isinstance(p, str)):  # list indices → whole key
-            if model is None:
-                break
-            if name not in model.model_fields:
-                unknown = True
-                path.append(name)
-                break
-            info = model.model_fields[name]
-            path.append(name)
-            model = table_model(info)
-        dotted = ".".join(path)
+        where = _locate(section, err["loc"])
+        dotted = where.path
         if dotted in lines:
             continue
-        note = f" (from ${sources[dotted]})" if dotted in sources else ""
-        if unknown or err["type"] == "extra_forbidden":
-            table_path = ".".join(path[:-1])
-            lines[dotted] = unknown_key(dotted, table_path, _TABLES[table_path], note)
+        source = _source_of(dotted, sources)
+        note = f" (from ${source})" if source else ""
+        if where.table_model is not None or err["type"] == "extra_forbidden":
+            table, model = where.table, where.table_model
+            if model is None:  # extra_forbidden always names a key the walk did not know
+                table, model = dotted.rsplit(".", 1)[0], SECTIONS[section]
+            lines[dotted] = unknown_key(dotted, table, model, note)
             continue
-        value = _lookup(raw, path[1:], err.get("input"))
+        value = _lookup(raw, where.loc, err.get("input"))
         if err["type"] == "value_error":
             text = str(err.get("ctx", {}).get("error", err["msg"]))
+        elif where.info:
+            text = allowed_text(where.info, dotted)
+        elif where.loc:  # an entry of [[tools.command]] or of a table of tables
+            header = re.sub(r"\[\d+\]", "", dotted)
+            brackets = f"[[{header}]]" if dotted.endswith("]") else f"[{header}]"
+            text = (
+                f"must be a table: write {brackets} on a line of its own and put its keys under it"
+            )
         else:
-            text = allowed_text(info, dotted) if info else err["msg"]
-        lines[dotted] = f"{dotted} = {_show(value, secrets)}{note}: {text}"
+            text = err["msg"]
+        if err["type"] == "missing":
+            lines[dotted] = f"{dotted}{note}: required; it {text}"
+        else:
+            lines[dotted] = f"{dotted} = {_show(value, secrets)}{note}: {text}"
     return lines
 
 
-def _salvage(model: type[BaseModel], raw: Any) -> BaseModel | None:
-    """The section with every bad key removed (so defaulted), for the checks across keys."""
+def _source_of(dotted: str, sources: Mapping[str, str]) -> str:
+    """The variable that set this key or a list or table it is in ("" if none did): one
+    OMNID_TOOLS__COMMAND, as JSON, sets every key of every command."""
+    while dotted not in sources:
+        shorter = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", dotted)
+        if shorter == dotted:
+            return ""
+        dotted = shorter
+    return sources[dotted]
+
+
+def _salvage(model: type[_M], raw: Any) -> _M | None:
+    """The section with every bad key removed (so defaulted), for the checks across keys.
+
+    None when a required key is missing or wrong: there is no default to fall back on.
+    """
     data = copy.deepcopy(raw) if isinstance(raw, dict) else {}
     for _ in range(3):  # removing a key can only reveal problems in what remains once or twice
         try:
             return model.model_validate(data)
         except ValidationError as exc:
             for err in exc.errors():
-                node: Any = data
-                names = [p for p in err["loc"] if isinstance(p, str)]
-                for name in names[:-1]:
-                    node = node.get(name) if isinstance(node, dict) else None
-                if isinstance(node, dict) and names:
-                    node.pop(names[-1], None)
+                if err["type"] == "missing":
+                    return None
+                _drop(data, err["loc"])
     return None
 
 
-def _lookup(raw: Any, keys: list[str], default: Any) -> Any:
-    for key in keys:
-        if not isinstance(raw, dict) or key not in raw:
+def _drop(data: dict[str, Any], loc: tuple[int | str, ...]) -> None:
+    """Remove the deepest table key on `loc` (a bad element of a plain list takes the list)."""
+    node: Any = data
+    owner: tuple[dict[str, Any], str] | None = None
+    for part in loc:
+        child = _step(node, part)
+        if child is _MISSING:
+            break
+        if isinstance(node, dict) and isinstance(part, str):
+            owner = (node, part)
+        node = child
+    if owner:
+        owner[0].pop(owner[1], None)
+
+
+def _salvage_tools(raw: Any) -> ToolsSection | None:
+    """[tools] with its bad keys defaulted and each broken command left out, remembering where
+    the others stood, so the checks across keys still name them by their index in the file."""
+    data = copy.deepcopy(raw) if isinstance(raw, dict) else {}
+    commands = data.pop("command", [])
+    section = _salvage(ToolsSection, data)
+    if section is None:
+        return None
+    kept: list[CommandToolConfig] = []
+    positions: list[int] = []
+    for index, entry in enumerate(commands if isinstance(commands, list) else []):
+        params = entry.get("parameters") if isinstance(entry, dict) else None
+        if isinstance(params, dict):
+            # A parameter without a usable type stands in as a bare string: its placeholder
+            # still counts as declared, and nothing is said twice about its other keys.
+            for name, param in params.items():
+                if _salvage(ToolParamConfig, param) is None:
+                    params[name] = {"type": "string"}
+        command = _salvage(CommandToolConfig, entry)
+        if command is not None:
+            kept.append(command)
+            positions.append(index)
+    section = section.model_copy(update={"command": kept})
+    section._positions = tuple(positions)
+    return section
+
+
+_MISSING = object()
+
+
+def _step(node: Any, part: int | str) -> Any:
+    """node[part] for a table key or a list index, else _MISSING."""
+    if isinstance(node, dict) and isinstance(part, str):
+        return node.get(part, _MISSING)
+    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        return node[part]
+    return _MISSING
+
+
+def _lookup(raw: Any, loc: tuple[int | str, ...], default: Any) -> Any:
+    for part in loc:
+        raw = _step(raw, part)
+        if raw is _MISSING:
             return default
-        raw = raw[key]
     return raw
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from omnid.config_schema import RESTART_ONLY, SECTIONS
+from omnid.config_schema import RESTART_ONLY, SECTIONS, toml_key
 from omnid.config_sources import redact
 
 if TYPE_CHECKING:
@@ -34,22 +34,45 @@ def render_effective(cfg: Config) -> str:
 
 
 def _render_table(
-    lines: list[str], path: str, model: BaseModel, sources: Mapping[str, str]
+    lines: list[str],
+    path: str,
+    model: BaseModel,
+    sources: Mapping[str, str],
+    header: str = "",
 ) -> None:
-    lines += ["", f"[{path}]"]
-    nested: list[tuple[str, BaseModel]] = []
+    """One table and the tables under it. Entries of a list of tables (`[[tools.command]]`)
+    and of a table of tables (`parameters`) leave unset keys out: TOML has no null, and their
+    optional keys take no "" for "not set"."""
+    entry = bool(header)
+    lines += ["", header or f"[{path}]"]
+    nested: list[tuple[str, BaseModel, str]] = []
     for key in type(model).model_fields:
         value = getattr(model, key)
         dotted = f"{path}.{key}"
         if isinstance(value, BaseModel):
-            nested.append((dotted, value))
+            nested.append((dotted, value, ""))
+            continue
+        if value and isinstance(value, list) and all(isinstance(v, BaseModel) for v in value):
+            nested += [(dotted, v, f"[[{dotted}]]") for v in value]
+            continue
+        if (
+            value
+            and isinstance(value, dict)
+            and all(isinstance(v, BaseModel) for v in value.values())
+        ):
+            nested += [
+                (f"{dotted}.{toml_key(k)}", v, f"[{dotted}.{toml_key(k)}]")
+                for k, v in value.items()
+            ]
+            continue
+        if value is None and entry:
             continue
         notes = ["not set"] if value is None else []
         notes += [f"from ${sources[dotted]}"] if dotted in sources else []
         comment = f"  # {', '.join(notes)}" if notes else ""
         lines.append(f"{key} = {_toml('' if value is None else value)}{comment}")
-    for dotted, table in nested:
-        _render_table(lines, dotted, table, sources)
+    for dotted, table, table_header in nested:
+        _render_table(lines, dotted, table, sources, table_header)
 
 
 def _toml(value: Any) -> str:
@@ -59,6 +82,8 @@ def _toml(value: Any) -> str:
         return repr(value)  # validation keeps floats finite, and repr() is valid TOML
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict) and not value:
+        return "{}"
     escapes = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
     out = [
         escapes.get(ch) or (f"\\u{ord(ch):04x}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch)

@@ -12,6 +12,8 @@ configs on SIGHUP instead of mutating one that other threads are reading.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
@@ -29,7 +31,7 @@ from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from omnid.models import MODELS
+from omnid.models import MODELS, ModelInfo
 
 DEFAULT_URL = "wss://dashscope-intl.aliyuncs.com/api-ws/v1/realtime"
 DEFAULT_MODEL = "qwen3.5-omni-plus-realtime"
@@ -51,6 +53,11 @@ def _key(default: Any = None, allowed: str | None = None, **constraints: Any) ->
     if isinstance(default, list):
         return Field(default_factory=lambda: list(default), json_schema_extra=extra, **constraints)
     return Field(default, json_schema_extra=extra, **constraints)
+
+
+def _required(allowed: str, **constraints: Any) -> Any:
+    """A key with no default: the owner must write it (its error text says what it accepts)."""
+    return Field(json_schema_extra={"allowed": allowed}, **constraints)
 
 
 def _blank_is_none(value: Any) -> Any:
@@ -221,8 +228,126 @@ class LogSection(_Section):
     transcripts: bool = False
 
 
+# --- tools: functions the model may call ------------------------------------------------------
+
+BUILTIN_TOOLS = ("get_time", "set_volume")
+TOOL_MODES = ("manual", "vad", "wake")
+TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+# A parameter name is also what goes between the braces of an argv placeholder.
+PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# `{name}` as a whole argv element is replaced by the argument's value; nothing else is.
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_TOOL_NAME_TEXT = "must be 1 to 64 letters, digits, '_' or '-' (the name the model calls)"
+_PARAM_TYPES = ("string", "integer", "number", "boolean")
+
+
+class ToolParamConfig(_Section):
+    """One argument of a command tool: its type and the bounds the model's value must keep."""
+
+    type: Literal["string", "integer", "number", "boolean"] = _required(
+        "must be one of 'string', 'integer', 'number', 'boolean'"
+    )
+    description: str = ""
+    enum: list[str | int | float | bool] | None = _key(
+        None,
+        "must be a non-empty list of the values allowed, each of the parameter's type",
+        min_length=1,
+    )
+    minimum: int | float | None = _key(None, "must be a number (integer and number parameters)")
+    maximum: int | float | None = _key(None, "must be a number (integer and number parameters)")
+    pattern: str | None = _key(
+        None, "must be a Python regular expression, as a string, that the whole value must match"
+    )
+
+
+def _check_argv(argv: list[str]) -> list[str]:
+    if not argv or not argv[0].startswith("/"):
+        raise ValueError(
+            "the first element must be the absolute path of the program, "
+            'e.g. ["/usr/local/bin/relay", "{action}"] (no shell, no $PATH lookup)'
+        )
+    if any("\0" in arg for arg in argv):
+        raise ValueError("an element holds a NUL character, which no command line can carry")
+    return argv
+
+
+class CommandToolConfig(_Section):
+    """An owner's program the model may run, with the arguments it may fill in."""
+
+    name: str = _required(_TOOL_NAME_TEXT, pattern=TOOL_NAME)
+    description: str = _required(
+        "must be a non-empty text telling the model what the tool does", min_length=1
+    )
+    argv: list[str] = _required(
+        "must be a list of strings, the first the absolute path of the program, "
+        'e.g. ["/usr/local/bin/relay", "{action}"]'
+    )
+    confirm: Literal["press", "none"] = _required(
+        "must be 'press' (each call waits for a button press) or 'none' (runs without asking); "
+        "there is no default: decide"
+    )
+    timeout_s: float | None = _key(
+        None, "must be a number greater than 0 and at most 600 (seconds)", gt=0, le=600
+    )
+    modes: list[Literal["manual", "vad", "wake"]] = _key(
+        list(TOOL_MODES), "must be a non-empty list of 'manual', 'vad', 'wake'", min_length=1
+    )
+    parameters: dict[str, ToolParamConfig] = _key(
+        {},
+        "must be a table per parameter: write [tools.command.parameters.NAME] under the "
+        "command's [[tools.command]] and put the parameter's keys under it",
+    )
+
+    _argv = field_validator("argv")(_check_argv)
+
+    @field_validator("description")
+    @classmethod
+    def _said(cls, description: str) -> str:
+        if not description.strip():
+            raise ValueError("must be a non-empty text telling the model what the tool does")
+        return description
+
+
+class ToolsSection(_Section):
+    enabled: bool = False
+    builtin: list[Literal["get_time", "set_volume"]] = _key(
+        list(BUILTIN_TOOLS), "must be a list of built-in tools: 'get_time', 'set_volume'"
+    )
+    confirm_s: float = _key(10.0, gt=0, le=120)
+    timeout_s: float = _key(10.0, gt=0, le=600)
+    max_calls_per_turn: int = _key(4, ge=1, le=32)
+    command: list[CommandToolConfig] = _key(
+        [],
+        "must be a list of tables: write [[tools.command]] on a line of its own above each "
+        "command's keys",
+    )
+
+    # Where each command stood in the file, when load_config had to drop broken ones to run the
+    # checks across keys (None: `command` is the file's list as written).
+    _positions: tuple[int, ...] | None = PrivateAttr(default=None)
+
+    @field_validator("builtin")
+    @classmethod
+    def _once_each(cls, builtin: list[str]) -> list[str]:
+        twice = sorted({name for name in builtin if builtin.count(name) > 1})
+        if twice:
+            raise ValueError(
+                f"lists {', '.join(repr(n) for n in twice)} more than once; "
+                "name each built-in tool at most once"
+            )
+        return builtin
+
+    def numbered(self) -> list[tuple[int, CommandToolConfig]]:
+        """Each command with its index in the file's [[tools.command]] list."""
+        positions: Sequence[int] = self._positions or range(len(self.command))
+        return list(zip(positions, self.command, strict=True))
+
+
 def cross_check(
-    api: ApiSection | None, session: SessionSection | None, camera: CameraSection | None
+    api: ApiSection | None,
+    session: SessionSection | None,
+    camera: CameraSection | None,
+    tools: ToolsSection | None,
 ) -> tuple[list[str], list[str]]:
     """Problems that involve two keys, as (errors, warnings), one readable line each.
 
@@ -278,7 +403,167 @@ def cross_check(
                 f"camera.path = {str(camera.path)!r}: {what}; "
                 "must be a directory of JPEG/PNG images"
             )
+    if tools:
+        _check_tools(tools, api, info, session, errors, warnings)
     return errors, warnings
+
+
+def _check_tools(
+    tools: ToolsSection,
+    api: ApiSection | None,
+    info: ModelInfo | None,
+    session: SessionSection | None,
+    errors: list[str],
+    warnings: list[str],
+) -> None:
+    if tools.enabled:
+        if info and not info.tools:
+            able = " or ".join(m.name for m in MODELS.values() if m.tools)
+            errors.append(
+                f"tools.enabled = true: model {info.name} accepts tools and never calls them; "
+                f"use {able} (api.model), or set tools.enabled = false"
+            )
+        elif api and info is None:
+            warnings.append(
+                f"tools.enabled = true: api.model = {api.model!r} is not a model omnid knows; "
+                "whether it calls tools is not checked"
+            )
+        if session and session.enable_search:
+            errors.append(
+                "tools.enabled = true: the service refuses tools and web search in one session "
+                "(session.enable_search = true); turn one of them off"
+            )
+        if not tools.builtin and not tools.command:
+            warnings.append(
+                "tools.enabled = true: no tool is configured (tools.builtin = [] and no "
+                "[[tools.command]]), so the model is offered none"
+            )
+    seen: dict[str, int] = {}
+    for index, command in tools.numbered():
+        base = f"tools.command[{index}]"
+        if command.name in BUILTIN_TOOLS:
+            errors.append(
+                f"{base}.name = {command.name!r}: the name of a built-in tool; choose another name"
+            )
+        elif command.name in seen:
+            errors.append(
+                f"{base}.name = {command.name!r}: tools.command[{seen[command.name]}] has the "
+                "same name; each command needs its own"
+            )
+        else:
+            seen[command.name] = index
+        _check_argv_placeholders(base, command, errors, warnings)
+        for name, param in command.parameters.items():
+            _check_param(f"{base}.parameters.{toml_key(name)}", name, param, errors)
+        if tools.enabled and session and session.mode not in command.modes:
+            warnings.append(
+                f"{base}.modes = {_shown(command.modes)}: does not include session.mode = "
+                f"{session.mode!r}, so the model is not offered {command.name!r}"
+            )
+
+
+def toml_key(name: str) -> str:
+    """A table key as TOML would need it written: bare when it can be, else quoted."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else repr(name)
+
+
+def _check_argv_placeholders(
+    base: str, command: CommandToolConfig, errors: list[str], warnings: list[str]
+) -> None:
+    used: set[str] = set()
+    declared = ", ".join(command.parameters) or "none"
+    for i, arg in enumerate(command.argv):
+        whole = PLACEHOLDER.fullmatch(arg)
+        if whole:
+            name = whole[1]
+            used.add(name)
+            if name not in command.parameters:
+                errors.append(
+                    f"{base}.argv[{i}] = {arg!r}: no parameter named {name!r} is declared "
+                    f"(declared: {declared}); add [tools.command.parameters.{name}] or fix "
+                    "the name"
+                )
+        elif inside := PLACEHOLDER.search(arg):
+            used.add(inside[1])  # misplaced rather than unused: one line about it is enough
+            before = arg[: inside.start()].rstrip("=")
+            example = f'["{before}", "{inside[0]}"]' if before else f'["{inside[0]}"]'
+            errors.append(
+                f"{base}.argv[{i}] = {arg!r}: a placeholder must be a whole argv element; "
+                f'write "{inside[0]}" as an element of its own, e.g. {example} — text around '
+                "a placeholder is never substituted"
+            )
+    for name in command.parameters:
+        if name not in used:
+            warnings.append(
+                f"{base}.parameters.{toml_key(name)}: declared but not used in argv; the model "
+                f'must still give it, and the command never sees it (use "{{{name}}}")'
+            )
+
+
+def _check_param(path: str, name: str, param: ToolParamConfig, errors: list[str]) -> None:
+    if not PARAM_NAME.fullmatch(name):
+        errors.append(
+            f"{path}: a parameter name must start with a letter or '_' and hold only letters, "
+            "digits and '_' (at most 64)"
+        )
+    kind = param.type
+    numeric = kind in ("integer", "number")
+    if param.enum is not None:
+        if kind == "boolean":
+            errors.append(f"{path}.enum: not for a boolean parameter (it is true or false)")
+        elif not all(_of_type(v, kind) for v in param.enum):
+            what = {"string": "strings", "integer": "whole numbers", "number": "numbers"}[kind]
+            errors.append(
+                f"{path}.enum = {_shown(param.enum)}: the values of {_a(kind)} parameter "
+                f"must all be {what}"
+            )
+    for bound in ("minimum", "maximum"):
+        value = getattr(param, bound)
+        if value is not None and not numeric:
+            errors.append(
+                f"{path}.{bound} = {_num(value)}: only for integer and number parameters, "
+                f"not {kind}"
+            )
+    low, high = param.minimum, param.maximum
+    if numeric and low is not None and high is not None and low > high:
+        errors.append(
+            f"{path}.minimum = {_num(param.minimum)}: greater than maximum = "
+            f"{_num(param.maximum)}; minimum must be at most maximum"
+        )
+    if param.pattern is not None:
+        if kind != "string":
+            errors.append(f"{path}.pattern = {_shown(param.pattern)}: only for string parameters")
+        else:
+            try:
+                re.compile(param.pattern)
+            except re.error as exc:
+                errors.append(
+                    f"{path}.pattern = {_shown(param.pattern)}: not a valid Python regular "
+                    f"expression ({exc.msg})"
+                )
+
+
+def _shown(value: Any) -> str:
+    """A value as TOML would write it (true, not True), as config.py's messages show values."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return repr(value)
+
+
+def _a(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def _of_type(value: Any, kind: str) -> bool:
+    if isinstance(value, bool):
+        return kind == "boolean"
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "integer":
+        return isinstance(value, int)
+    return isinstance(value, int | float)
 
 
 class Config(BaseSettings):
@@ -301,6 +586,7 @@ class Config(BaseSettings):
     usage: UsageSection = Field(default_factory=UsageSection)
     control: ControlSection = Field(default_factory=ControlSection)
     log: LogSection = Field(default_factory=LogSection)
+    tools: ToolsSection = Field(default_factory=ToolsSection)
     api_key: SecretStr | None = None
     source_path: Path | None = None
 
@@ -322,7 +608,7 @@ class Config(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
-        errors, _ = cross_check(self.api, self.session, self.camera)
+        errors, _ = cross_check(self.api, self.session, self.camera, self.tools)
         if errors:
             raise ValueError("; ".join(errors))
         return self
@@ -341,7 +627,8 @@ class Config(BaseSettings):
 # What a reload (SIGHUP) cannot change in a running daemon: the devices, sockets and pins are
 # opened once, and the mode decides how the microphone and camera are wired. Everything else —
 # the endpoint, model, key, voice, instructions, VAD, carry-over, rollover, token limit, log
-# level — applies at the next idle moment, before the next turn starts.
+# level, [tools] (the session's tool list is sent again) — applies at the next idle moment,
+# before the next turn starts.
 RESTART_ONLY = ("session.mode", "audio", "camera", "button", "led", "control")
 
 SECTIONS: dict[str, type[BaseModel]] = {
@@ -367,6 +654,9 @@ def allowed_text(info: FieldInfo, path: str) -> str:
     if isinstance(extra, dict) and isinstance(extra.get("allowed"), str):
         return str(extra["allowed"])
     ann = info.annotation
+    optional = [a for a in get_args(ann) if a is not type(None)]
+    if type(None) in get_args(ann) and len(optional) == 1:
+        ann = optional[0]  # `float | None`: what matters is what a written value must be
     if get_origin(ann) is Literal:
         return "must be one of " + ", ".join(repr(a) for a in get_args(ann))
     if ann is bool:

@@ -17,6 +17,7 @@ class ModelInfo:
     voices: frozenset[str]
     semantic_vad: bool
     search: bool
+    tools: bool  # documents function calling (qwen3-omni-flash accepts tools, never calls them)
 
 
 # qwen3.5 documents 55 voices; these are the ones named in the docs and samples we could read.
@@ -69,13 +70,28 @@ _QWEN3_FLASH_VOICES = frozenset(
 
 MODELS: dict[str, ModelInfo] = {
     "qwen3.5-omni-plus-realtime": ModelInfo(
-        "qwen3.5-omni-plus-realtime", "Tina", _QWEN35_VOICES, semantic_vad=True, search=True
+        "qwen3.5-omni-plus-realtime",
+        "Tina",
+        _QWEN35_VOICES,
+        semantic_vad=True,
+        search=True,
+        tools=True,
     ),
     "qwen3.5-omni-flash-realtime": ModelInfo(
-        "qwen3.5-omni-flash-realtime", "Tina", _QWEN35_VOICES, semantic_vad=True, search=False
+        "qwen3.5-omni-flash-realtime",
+        "Tina",
+        _QWEN35_VOICES,
+        semantic_vad=True,
+        search=False,
+        tools=True,
     ),
     "qwen3-omni-flash-realtime": ModelInfo(
-        "qwen3-omni-flash-realtime", "Cherry", _QWEN3_FLASH_VOICES, semantic_vad=False, search=False
+        "qwen3-omni-flash-realtime",
+        "Cherry",
+        _QWEN3_FLASH_VOICES,
+        semantic_vad=False,
+        search=False,
+        tools=False,
     ),
 }
 
