@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from omnid import events as ev
+from omnid.calls import Calls
 from omnid.camera import CameraFeed, FramePolicy
 from omnid.config import Config
 from omnid.conversation import Conversation
@@ -30,7 +31,8 @@ from omnid.session import Session
 from omnid.settings import Settings
 from omnid.supervisor import Journal, Notifier, Watchdog
 from omnid.testhooks import TestHooks
-from omnid.tools import NoTools, Tools
+from omnid.tools import Toolbox
+from omnid.tools.catalog import build_catalog
 from omnid.turn import Turn
 from omnid.uplink import Uplink
 from omnid.vision import Vision
@@ -55,7 +57,6 @@ def assemble(
     watchdog: Watchdog | None = None,
     volume_store: VolumeStore | None = None,
     open_link: Callable[[], Link] | None = None,
-    tools: Tools | None = None,
     test_hooks: bool = False,
     subscribers: tuple[Subscriber, ...] = (),
 ) -> Conversation:
@@ -71,7 +72,10 @@ def assemble(
         feedback.subscribe(LedFeedback(led))
     for subscriber in subscribers:
         feedback.subscribe(subscriber)
-    session = Session(settings, inbox.post, journal, clock, history, open_link)
+    tools = Toolbox(settings, build_catalog(playback.volume), cfg.session.mode)
+    session = Session(
+        settings, inbox.post, journal, clock, history, open_link, declare=tools.declared
+    )
     frames = FramePolicy.from_config(cfg.camera, cfg.session.mode, clock=clock)
     hooks = TestHooks(devices) if test_hooks and devices is not None else None
     mic = feed.consumer("conversation", lambda upto: inbox.post(ev.MicReady(upto)))
@@ -87,7 +91,7 @@ def assemble(
         feedback=feedback,
         health=Health(notifier, watchdog, clock()),
         budget=DailyBudget.load(settings, state_dir),
-        tools=tools or NoTools(),
+        calls=Calls(settings, tools, feedback, inbox.post, clock),
         journal=journal,
         notifier=notifier,
         disk=disk,

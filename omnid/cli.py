@@ -9,21 +9,34 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from omnid.config import Config
 
 EX_OK = 0
 EX_USAGE = 64
 EX_CONFIG = 78
 
 
-def _check_config(args: argparse.Namespace) -> int:
-    from omnid.config import ConfigError, load_config, render_effective
+def _config_or_status(path: Path | None) -> Config | int:
+    """The config at `path` (no key needed), or EX_CONFIG once each problem is printed."""
+    from omnid.config import ConfigError, load_config
 
     try:
-        cfg = load_config(args.config, require_api_key=False)
+        return load_config(path, require_api_key=False)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"omnid: config: {problem}", file=sys.stderr)
         return EX_CONFIG
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from omnid.config import render_effective
+
+    cfg = _config_or_status(args.config)
+    if isinstance(cfg, int):
+        return cfg
     sys.stdout.write(render_effective(cfg))
     return EX_OK
 
@@ -110,6 +123,13 @@ def _devices(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _tools(args: argparse.Namespace) -> int:
+    from omnid.tools.catalog import report
+
+    cfg = _config_or_status(args.config)
+    return cfg if isinstance(cfg, int) else report(cfg, sys.stdout)
+
+
 def _usage(args: argparse.Namespace) -> int:
     from omnid.usage_report import run
 
@@ -157,6 +177,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     p.add_argument("--config", type=Path, help="config with the [usage] prices (default: as run)")
     p.set_defaults(func=_usage)
+
+    p = sub.add_parser("tools", help="every tool the model will see, and whether it can run")
+    p.add_argument("--config", type=Path, help="config file (default: $OMNID_CONFIG, /etc/omnid)")
+    p.set_defaults(func=_tools)
 
     sub.add_parser("simulate", help="the local simulator of the service (see --help)")
     return parser

@@ -8,9 +8,9 @@ The conversation owns the turn and decides; its collaborators own the rest, and 
 at construction: the session (links, rollover), the mode (when the microphone reaches the service
 and what ends a turn), the uplink (hands-free streaming), playback (speaker, earcons, the
 microphone's masks, volume), the service's running responses, the vision (camera frames), the
-tools, the daily budget, and the feedback seam that the LED, earcons, STATUS and journal
-subscribe to. A turn is one utterance and may take several responses (function calls, then the
-answer); only the last ends it.
+function calls of the turn, the daily budget, and the feedback seam that the LED, earcons,
+STATUS and journal subscribe to. A turn is one utterance and may take several responses
+(function calls, then the answer); only the last ends it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 
 from omnid import events as ev
 from omnid import protocol
+from omnid.calls import Calls, spoke_markup
 from omnid.config import Config
 from omnid.control import answer
 from omnid.devices import AudioDevices
@@ -41,7 +42,6 @@ from omnid.settings import Settings
 from omnid.status import Status
 from omnid.supervisor import Journal, Notifier
 from omnid.testhooks import TestHooks
-from omnid.tools import Tools
 from omnid.turn import Turn
 from omnid.uplink import Uplink
 from omnid.usage import record_usage
@@ -55,6 +55,7 @@ RESPONSE_TIMEOUT_S = 20.0  # commit sent, nothing back: the answer is not coming
 OFFLINE_TURN_TIMEOUT_S = 30.0  # released while offline: give up after this long
 CONFIRM_MARGIN_S = 1.0  # audio sent this shortly before a server event may still be in flight
 PRE_ROLL_S = 3.0  # recent microphone audio kept for a turn that opens after its first words
+CREATE_RETRY_S = 5.0  # results sent, no response.created: ask again (once) after this long
 
 
 class Conversation:
@@ -70,7 +71,7 @@ class Conversation:
         feedback: Feedback,
         health: Health,
         budget: DailyBudget,
-        tools: Tools,
+        calls: Calls,
         journal: Journal,
         notifier: Notifier,
         disk: DiskWriter,
@@ -89,7 +90,7 @@ class Conversation:
         self.feedback = feedback
         self.health = health
         self.budget = budget
-        self.tools = tools
+        self.calls = calls
         self.journal = journal  # usage records (turn records go through the feedback seam)
         self.notifier = notifier
         self.disk = disk
@@ -212,6 +213,8 @@ class Conversation:
                 )
                 self.release(now)
         elif self.state == "thinking":
+            if self.calls.tick(turn, now) and not turn.response_requested:
+                self._send_results(turn)
             self._thinking_timeouts(turn, now)
         elif self.state == "speaking" and self.playback.queued_s <= 0:
             # response.done may never follow the audio — unless calls are announced: those run
@@ -232,12 +235,33 @@ class Conversation:
         if turn.commit_pending:
             if waited > OFFLINE_TURN_TIMEOUT_S:
                 self._lose(turn, f"offline for {OFFLINE_TURN_TIMEOUT_S:.0f} s after release")
+        elif turn.calls and not turn.response_requested:  # the tools are at work
+            if waited > self.calls.patience_s():
+                self._lose(turn, "the functions the model called did not finish")
+        elif turn.create_sent_t is not None and not turn.response_id:
+            self._follow_up_timeouts(turn, now)
         elif waited > RESPONSE_TIMEOUT_S:
             self._lose(turn, "no answer from the service")
+
+    def _follow_up_timeouts(self, turn: Turn, now: float) -> None:
+        """The results went out with a `response.create`, and no response has started. The
+        service is reported to drop one that races its own transcription, and refuses one
+        while the user speaks: ask once more, then give up."""
+        assert turn.create_sent_t is not None
+        if now - turn.create_sent_t < CREATE_RETRY_S:
+            return
+        if turn.create_retried:
+            self._lose(turn, "the service did not answer after the function results")
+            return
+        log.warning("turn %d: no response after the function results; asking again", turn.number)
+        turn.create_retried, turn.create_sent_t = True, now
+        self._request_response(turn)
 
     # ------------------------------------------------------------------ user actions
 
     def press(self, t: float) -> None:
+        if self.calls.confirm(self.turn):
+            return  # the press confirmed a waiting command; it starts no turn
         if self.budget.exhausted and self.state == "idle":
             self._refuse(t)
             return
@@ -309,6 +333,9 @@ class Conversation:
         if turn.response_requested and not turn.response_done:
             self.session.send(protocol.response_cancel())
             self.responses.cancel(None)
+        for call_id, output in self.calls.supersede(turn):  # no response: nothing more is said
+            if self.session.ready:
+                self.session.send(protocol.function_call_output(call_id, output))
         self._finish(turn, "cancelled")
 
     # ------------------------------------------------------------------ audio in
@@ -397,6 +424,12 @@ class Conversation:
             case protocol.TranscriptDone():
                 if turn is not None and self._current(turn, event.response_id):
                     turn.assistant_text = event.transcript or turn.assistant_text
+                    if spoke_markup(turn.assistant_text):
+                        log.warning(
+                            "turn %d: the model spoke a tool call instead of making it "
+                            "(a known habit of some models); nothing was run",
+                            turn.number,
+                        )
             case protocol.InputTranscriptDelta():
                 log.debug("hearing: %s", event.text + event.stash)
             case protocol.InputTranscriptCompleted():
@@ -485,10 +518,7 @@ class Conversation:
             turn.add_call(call)
         if done.status not in ("completed", ""):
             turn.calls.clear()  # an answer cut short asks for nothing
-        for call in turn.calls:
-            if call.call_id not in turn.invoked:  # a repeated response.done runs nothing twice
-                turn.invoked.add(call.call_id)
-                self.tools.call(call, self.inbox.post)
+        self.calls.dispatch(turn)
         if self.state == "thinking" or self.playback.queued_s <= 0:
             self._answered_or_next(turn)
 
@@ -508,18 +538,13 @@ class Conversation:
 
     def _on_function_result(self, result: ev.FunctionResult) -> None:
         turn = self.turn
-        if turn is None or all(c.call_id != result.call_id for c in turn.calls):
-            log.info("function result for %s arrived after its turn ended", result.call_id)
-            return
-        if all(cid != result.call_id for cid, _ in turn.results):
-            turn.results.append((result.call_id, result.output))
-        if not turn.response_requested:  # the calling response has ended (and played out)
-            self._send_results(turn)
+        if self.calls.result(turn, result) and turn is not None and not turn.response_requested:
+            self._send_results(turn)  # the calling response has ended (and played out)
 
     def _send_results(self, turn: Turn) -> None:
         """All results in: they go to the service in the order the model called, then the
         turn's next response is asked for."""
-        outputs = dict(turn.results)
+        outputs = turn.results
         missing = any(c.call_id not in outputs for c in turn.calls)
         if not turn.calls or missing or not self.session.ready:
             return
@@ -527,6 +552,7 @@ class Conversation:
             self.session.send(protocol.function_call_output(call.call_id, outputs[call.call_id]))
         turn.calls.clear()
         turn.results.clear()
+        turn.create_sent_t, turn.create_retried = self.clock(), False
         self._request_response(turn)
 
     def _on_error(self, error: protocol.Error) -> None:
@@ -544,6 +570,8 @@ class Conversation:
             error.param or "-",
         )
         turn = self.turn
+        if turn is not None and turn.create_sent_t is not None and not turn.response_id:
+            return  # the response after the function results: asked again, or given up, in tick
         if turn is not None and self.state == "thinking" and not turn.response_id:
             self._lose(turn, f"the service refused the turn: {error.message}")
 
@@ -597,6 +625,7 @@ class Conversation:
             # (the whole answer then plays), or the turn is lost with the error tone.
             self.playback.flush()
             self.responses.disown(turn.response_id)
+        self.calls.forget_confirmations(turn)
         if self.cfg.session.retry_turn_on_drop and not turn.retried:
             log.info("connection lost mid-turn %d: replaying it in the next session", turn.number)
             turn.retried = True

@@ -98,6 +98,7 @@ class Earcons:
     error: Int16Array
     offline: Int16Array
     online: Int16Array
+    confirm: Int16Array
 
     @classmethod
     def generate(cls) -> Earcons:
@@ -109,6 +110,14 @@ class Earcons:
             error=error,
             offline=_pcm(*(_note(f, 120, release_ms=40) for f in (392.0, 311.1, 261.6))),
             online=_pcm(*(_note(f, 90, release_ms=30) for f in (587.3, 740.0, 880.0))),
+            # A question, "press to confirm?": three quick high blips, then a higher note.
+            confirm=_pcm(
+                _blip(1318.5, 45),
+                _blip(1318.5, 45),
+                _blip(1318.5, 45),
+                _note(1760.0, 120, release_ms=40),
+                level=0.25,
+            ),
         )
 
     @staticmethod

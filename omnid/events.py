@@ -44,10 +44,13 @@ class MicReady:
 @dataclass(slots=True)
 class FunctionResult:
     """A function the model called has finished (on its own thread): `output` goes back to the
-    service as the call's `function_call_output`."""
+    service as the call's `function_call_output`; `outcome` (ok, error, timeout, refused …) and
+    the duration go to the journal."""
 
     call_id: str
     output: str
+    outcome: str = "ok"
+    duration_ms: float = 0.0
     t: float = field(default_factory=_now)
 
 

@@ -25,13 +25,17 @@ class Subscriber:
         """idle, listening, thinking, speaking, muted, connecting or offline (on change only)."""
 
     def on_cue(self, cue: str, t: float | None) -> None:
-        """listening (with the press time `t`), sent, error, offline or online."""
+        """listening (with the press time `t`), sent, error, offline, online; confirm (a call
+        waits for the owner's press) and confirm_over (it no longer does)."""
 
     def on_status(self, line: str) -> None:
         """A human line for systemd's STATUS= (published often; repeats included)."""
 
     def on_turn(self, fields: dict[str, Any], level: int) -> None:
         """A finished turn's journal fields (OUTCOME, TURN, timings …)."""
+
+    def on_tool(self, fields: dict[str, Any], level: int) -> None:
+        """A function call's journal fields (TOOL, CALL_ID, OUTCOME, DURATION_MS …)."""
 
 
 class Feedback:
@@ -61,19 +65,28 @@ class Feedback:
         for s in self._subscribers:
             s.on_turn(fields, level)
 
+    def tool(self, fields: dict[str, Any], level: int = logging.INFO) -> None:
+        for s in self._subscribers:
+            s.on_tool(fields, level)
+
 
 class LedFeedback(Subscriber):
-    """The status LED follows the state; an error cue flashes it."""
+    """The status LED follows the state; an error cue flashes it; a call waiting for the
+    owner's press shows its own pattern until it is confirmed or given up."""
 
     def __init__(self, led: StatusLed) -> None:
         self.led = led
+        self._state = "idle"
 
     def on_state(self, state: str) -> None:
+        self._state = state
         self.led.show(state)
 
     def on_cue(self, cue: str, t: float | None) -> None:
-        if cue == "error":
-            self.led.show("error")
+        if cue in ("error", "confirm"):
+            self.led.show(cue)
+        elif cue == "confirm_over":
+            self.led.show(self._state)
 
 
 class StatusFeedback(Subscriber):
@@ -87,7 +100,7 @@ class StatusFeedback(Subscriber):
 
 
 class JournalFeedback(Subscriber):
-    """Each finished turn becomes one `turn` record in the journal."""
+    """Each finished turn becomes one `turn` record in the journal, each call one `tool`."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
@@ -95,3 +108,7 @@ class JournalFeedback(Subscriber):
     def on_turn(self, fields: dict[str, Any], level: int) -> None:
         message = f"turn {fields['TURN']} {fields['OUTCOME']}"
         self.journal.record("turn", message, level, **fields)
+
+    def on_tool(self, fields: dict[str, Any], level: int) -> None:
+        message = f"tool {fields['TOOL']} {fields['OUTCOME']}"
+        self.journal.record("tool", message, level, **fields)

@@ -81,6 +81,10 @@ PATTERNS: Mapping[str, Pattern] = MappingProxyType(
         "connecting": Pattern(
             ((1.0, 0.1), (0.0, 1.9)), "heartbeat, a 0.1 s flash every 2 s: opening a session"
         ),
+        "confirm": Pattern(
+            ((1.0, 0.15), (0.0, 0.15), (1.0, 0.15), (0.0, 0.15), (1.0, 0.15), (0.0, 0.75)),
+            "triple blink every 1.5 s: a command waits for a press of the button to confirm it",
+        ),
         "error": Pattern(
             ((1.0, 0.1), (0.0, 0.1)),
             f"fast blink, 5 Hz, for {ERROR_SECONDS:g} s, then the current state's pattern",

@@ -129,6 +129,8 @@ class Playback(Subscriber):
     # ------------------------------------------------------------------ earcons
 
     def on_cue(self, cue: str, t: float | None) -> None:
+        if cue not in Earcons.names():
+            return  # a cue for the LED only
         if cue == "error":
             self.speaker.flush()  # the answer (if any) stops: the tone says it failed
         elif not self._settings.current.audio.earcons:

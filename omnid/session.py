@@ -53,8 +53,11 @@ def carry_over_instructions(base: str, turns: Iterable[Turn], limit: int = CARRY
     return f"{base}\n\n{CARRY_OVER_HEADING}\n" + "\n".join(blocks)
 
 
-def session_config(cfg: Config, instructions: str) -> dict[str, Any]:
-    """The `session` object of our `session.update`, from the config (docs/protocol.md's table)."""
+def session_config(
+    cfg: Config, instructions: str, tools: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The `session` object of our `session.update`, from the config (docs/protocol.md's table).
+    `tools` in the nested form; none sent when empty (never `tool_choice`)."""
     s = cfg.session
     turn_detection: dict[str, Any] | None = None
     if s.mode == "vad":
@@ -80,6 +83,8 @@ def session_config(cfg: Config, instructions: str) -> dict[str, Any]:
     info = MODELS.get(cfg.api.model)
     if s.enable_search and (info is None or info.search):
         session["enable_search"] = True
+    if tools:
+        session["tools"] = tools
     return session
 
 
@@ -95,8 +100,10 @@ class Session:
         history: Sequence[Turn] = (),
         open_link: Callable[[], Link] | None = None,
         backoff: Backoff | None = None,
+        declare: Callable[[Config], list[dict[str, Any]]] | None = None,
     ) -> None:
         self._settings = settings
+        self._declare = declare or (lambda cfg: [])  # the tools the model may call
         self._history = history  # the conversation's past turns, for the carry-over
         self._open = open_link or self._open_link
         self._post = post
@@ -122,6 +129,10 @@ class Session:
     @property
     def cfg(self) -> Config:
         return self._settings.current
+
+    def _session_config(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return session_config(cfg, self.instructions(), self._declare(cfg))
 
     def instructions(self) -> str:
         """What a new session is told: the configured instructions, and the last turns."""
@@ -218,7 +229,7 @@ class Session:
         session has just become ready (the caller resumes streaming)."""
         if isinstance(event, protocol.SessionCreated):
             link.session_id = event.session_id
-            link.send(protocol.session_update(session_config(self.cfg, self.instructions())))
+            link.send(protocol.session_update(self._session_config()))
             if link is self.link:
                 self._updates_due = 1
         elif isinstance(event, protocol.SessionUpdated):
@@ -317,7 +328,7 @@ class Session:
         self._reconfiguring = self.ready
         self.state = "configuring"
         self._updates_due += 1
-        link.send(protocol.session_update(session_config(self.cfg, self.instructions())))
+        link.send(protocol.session_update(self._session_config()))
 
     def adopt(self, old: Config, new: Config) -> str:
         """The settings were swapped (at an idle moment). A new endpoint, model, key or voice
@@ -331,7 +342,7 @@ class Session:
         ):
             self.reconnect("configuration reloaded")
             return " (new connection for the new endpoint, model, key or voice)"
-        if new.session != old.session:
+        if new.session != old.session or new.tools != old.tools:
             self.reconfigure()
             return " (session.update sent)"
         return ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -42,8 +43,9 @@ class _FieldsFormatter(logging.Formatter):
 
 
 def _plain(value: Any) -> str:
-    text = str(value)
-    return repr(text) if (" " in text or not text) else text
+    """A field value as one shell word (`shlex.split` reads the line back), on one line: a
+    transcript or a tool's output may hold quotes of both kinds and line breaks."""
+    return shlex.quote(str(value).replace("\n", "\\n"))
 
 
 def _fields_only(send: Callable[..., Any]) -> Callable[..., Any]:

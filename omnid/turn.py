@@ -16,9 +16,25 @@ import numpy as np
 
 from omnid import protocol
 from omnid.models import WIRE_INPUT_RATE
+from omnid.tools import Invocation
 
 # ~100 ms per append is the documented habit; the tail is flushed at release whatever its size.
 APPEND_SAMPLES = WIRE_INPUT_RATE // 10
+
+
+@dataclass
+class CallLedger:
+    """Every function call of one turn, by what it asks (`Invocation.key`): each ask runs at
+    most once per turn, even when the turn is asked again after a dropped connection and the
+    service calls the same tool with the same arguments under a new call id."""
+
+    keys: dict[str, str] = field(default_factory=dict)  # call id → key, of every call handled
+    started: set[str] = field(default_factory=set)  # keys handed to the tools
+    outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)  # key → (outcome, output)
+    counted: int = 0  # calls that count against tools.max_calls_per_turn
+
+    def running(self, key: str) -> bool:
+        return key in self.started and key not in self.outcomes
 
 
 @dataclass
@@ -37,8 +53,12 @@ class Turn:
     response_id: str = ""  # the response now running (the turn's latest)
     responses: int = 0  # responses of this turn that have ended (each done before the next)
     calls: list[protocol.FunctionCall] = field(default_factory=list)  # asked for, unanswered
-    results: list[tuple[str, str]] = field(default_factory=list)  # (call_id, output) in so far
-    invoked: set[str] = field(default_factory=set)  # call ids handed to the tools: each once
+    results: dict[str, str] = field(default_factory=dict)  # call id → output, in so far
+    ledger: CallLedger = field(default_factory=CallLedger)  # survives a replay after a drop
+    confirming: list[Invocation] = field(default_factory=list)  # waiting for the owner's press
+    confirm_deadline: float = 0.0  # when the first of them gives up
+    create_sent_t: float | None = None  # the turn's latest response.create (after results)
+    create_retried: bool = False  # that response.create was sent a second time
     response_done: bool = False
     audio_done: bool = False  # the answer's last audio arrived (response.done may not follow)
     first_audio_t: float | None = None  # first audio delta received
@@ -80,6 +100,8 @@ class Turn:
         self.response_done = False
         self.audio_done = False
         self.assistant_text = ""  # the record and the carry-over keep the final answer's words
+        self.create_sent_t = None
+        self.create_retried = False
 
     def mark_sent(self) -> None:
         self.sent_blocks = len(self.blocks)
@@ -94,6 +116,9 @@ class Turn:
         self.responses = 0
         self.calls.clear()
         self.results.clear()
+        self.confirming.clear()  # never run: the replayed call asks again
+        self.create_sent_t = None
+        self.create_retried = False
         self.response_done = False
         self.audio_done = False
         self.first_audio_t = None

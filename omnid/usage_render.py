@@ -31,6 +31,10 @@ def _period_json(period: Period, prices: dict[str, float] | None) -> dict[str, A
         "responses": sum(t.responses for t in period.models.values()),
         "total_tokens": sum(t.counts["total_tokens"] for t in period.models.values()),
         "models": models,
+        "tools": {
+            tool: {"calls": sum(outcomes.values()), **dict(sorted(outcomes.items()))}
+            for tool, outcomes in sorted(period.tools.items())
+        },
     }
     if prices is not None:
         out["cost"] = round(sum(m["cost"] for m in models.values()), 6)
@@ -97,6 +101,10 @@ def render_text(
     header = ["model", *(title for title, _key in _COLUMNS)] + (["cost"] if prices else [])
     for label, period in periods:
         out.write("\n" + _heading(label, period) + "\n")
+        for tool, outcomes in sorted(period.tools.items()):
+            how = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
+            calls = sum(outcomes.values())
+            out.write(f"  tool {tool}: {calls} call{'s' * (calls != 1)} ({how})\n")
         if not period.models:
             continue
         rows = [header]

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 from omnid.config import ConfigError, load_config
 
 UNIT = "omnid.service"
-EVENTS = ("usage", "turn", "session_open")
+EVENTS = ("usage", "turn", "session_open", "tool")
 # (key in reports, journal field, [usage] price key): the five billed modalities.
 MODALITIES = (
     ("input_text_tokens", "OMNID_INPUT_TEXT_TOKENS", "price_input_text"),
@@ -61,7 +61,7 @@ class UsageError(Exception):
 
 
 def journalctl_command(since: str | None, until: str | None) -> list[str]:
-    """The journalctl call: the unit's records of the three events (one field's values OR,
+    """The journalctl call: the unit's records of the four events (one field's values OR,
     different fields AND), as JSON lines. --since/--until go through in journalctl's own syntax."""
     cmd = ["journalctl", "-o", "json", "--no-pager", "-q", f"_SYSTEMD_UNIT={UNIT}"]
     cmd += [f"OMNID_EVENT={event}" for event in EVENTS]
@@ -191,17 +191,21 @@ class Tokens:
 
 @dataclass
 class Period:
-    """A day (or the whole report): tokens per model, turns by outcome, sessions opened."""
+    """A day (or the whole report): tokens per model, turns by outcome, sessions opened,
+    function calls per tool (by outcome)."""
 
     models: dict[str, Tokens] = field(default_factory=dict)
     turns: Counter[str] = field(default_factory=Counter)
     sessions: int = 0
+    tools: dict[str, Counter[str]] = field(default_factory=dict)
 
     def merge(self, other: Period) -> None:
         for model, tokens in other.models.items():
             self.models.setdefault(model, Tokens()).merge(tokens)
         self.turns.update(other.turns)
         self.sessions += other.sessions
+        for tool, outcomes in other.tools.items():
+            self.tools.setdefault(tool, Counter()).update(outcomes)
 
 
 @dataclass
@@ -221,7 +225,7 @@ class Report:
 def summarise(
     lines: Iterable[str], since: dt.datetime | None = None, until: dt.datetime | None = None
 ) -> Report:
-    """Sum the usage, turn and session_open records of `lines` (journalctl -o json)."""
+    """Sum the usage, turn, session_open and tool records of `lines` (journalctl -o json)."""
     report = Report()
     cursors: set[str] = set()
     for line in lines:
@@ -273,6 +277,11 @@ def _one(event: str, entry: dict[str, Any]) -> Period:
         if not outcome:
             raise ValueError("OMNID_OUTCOME")
         period.turns[outcome] += 1
+    elif event == "tool":
+        tool, outcome = _value(entry.get("OMNID_TOOL")), _value(entry.get("OMNID_OUTCOME"))
+        if not tool or not outcome:
+            raise ValueError("OMNID_TOOL")
+        period.tools.setdefault(tool, Counter())[outcome] += 1
     else:
         period.sessions += 1
     return period

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from omnid import events as ev
 from omnid import protocol
@@ -122,6 +123,12 @@ class Rig:
             self.feed(np.full(320, level, np.int16), self.now)
             self.pump()
 
+    def ask(self) -> None:
+        """A push-to-talk turn of one second."""
+        self.conv.handle(ev.Press("test", self.now))
+        self.speak(1.0)
+        self.conv.handle(ev.Release("test", self.now))
+
     def audio(self, response_id: str, n: int = 2, level: int = 3000) -> None:
         pcm = base64.b64encode(np.full(2400, level, "<i2").tobytes()).decode()
         for _ in range(n):
@@ -209,9 +216,7 @@ def test_a_turn_with_a_function_call_takes_two_responses_and_records_one_turn(
     tmp_path: Path,
 ) -> None:
     rig = Rig(tmp_path, "manual")
-    rig.conv.handle(ev.Press("test", rig.now))
-    rig.speak(1.0)
-    rig.conv.handle(ev.Release("test", rig.now))
+    rig.ask()
     rig.server("response.created", response={"id": "resp_1"})
     rig.audio("resp_1", n=1)
     rig.server("response.audio_transcript.done", response_id="resp_1", transcript="Let me look.")
@@ -267,3 +272,82 @@ def test_a_mode_with_pre_roll_opens_its_turn_with_the_words_said_just_before(
     audio = np.concatenate([np.frombuffer(base64.b64decode(e["audio"]), "<i2") for e in appended])
     assert len(audio) == (20 + 30) * 320  # 0.4 s of pre-roll, then the 0.6 s held
     assert set(audio[: 20 * 320].tolist()) == {111} and set(audio[20 * 320 :].tolist()) == {222}
+
+
+def _called_and_answered(rig: Rig) -> None:
+    """A turn whose first response calls an undeclared function: the error output and the
+    follow-up `response.create` go out."""
+    rig.ask()
+    rig.server("response.created", response={"id": "resp_1"})
+    call = {"type": "function_call", "call_id": "call_1", "name": "get_time", "arguments": "{}"}
+    rig.done("resp_1", tokens=100, output=[call])
+    assert rig.sent()[-2:] == ["conversation.item.create", "response.create"]
+
+
+def test_a_dropped_follow_up_request_is_asked_once_more_then_the_turn_is_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service is reported to drop a `response.create` that races its own transcription and
+    to refuse one while the user speaks: after the function results, no `response.created` in
+    a few seconds means one more `response.create`; none after that either means the error tone
+    and a lost turn — never a turn that waits for ever, never a third request."""
+    rig = Rig(tmp_path, "manual")
+    _called_and_answered(rig)
+    rig.server(
+        "error",
+        error={
+            "type": "invalid_request_error",
+            "message": "Cannot create response while user is speaking",
+        },
+    )
+    assert rig.conv.state == "thinking" and rig.sink.turns == []  # the refusal is not the end
+    for _ in range(40):  # 4 s: not yet
+        rig.now += 0.1
+        rig.conv.tick(rig.now)
+    assert rig.link.types().count("response.create") == 2  # the turn's first, the follow-up
+    for _ in range(20):
+        rig.now += 0.1
+        rig.conv.tick(rig.now)
+    assert rig.link.types().count("response.create") == 3  # asked once more
+    for _ in range(60):
+        rig.now += 0.1
+        rig.conv.tick(rig.now)
+    assert rig.link.types().count("response.create") == 3
+    [turn] = rig.sink.turns
+    assert turn["OUTCOME"] == "lost" and "after the function results" in turn["REASON"]
+    assert rig.sink.cues[-1] == "error"
+
+
+def test_the_second_request_is_answered(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, "manual")
+    _called_and_answered(rig)
+    for _ in range(60):
+        rig.now += 0.1
+        rig.conv.tick(rig.now)
+    assert rig.link.types().count("response.create") == 3
+    rig.server("response.created", response={"id": "resp_2"})
+    rig.audio("resp_2", n=2)
+    rig.server("response.audio.done", response_id="resp_2")
+    rig.done("resp_2", tokens=50)
+    [turn] = rig.sink.turns
+    assert turn["OUTCOME"] == "answered" and turn["RESPONSE"] == "resp_2"
+
+
+def test_a_model_that_speaks_its_call_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Some models write `<tool_call>…` into the spoken answer instead of calling: the turn is
+    answered as it is (nothing runs) and the log says what happened."""
+    rig = Rig(tmp_path, "manual")
+    rig.ask()
+    rig.server("response.created", response={"id": "resp_1"})
+    rig.audio("resp_1", n=1)
+    markup = '<tool_call>{"name": "set_volume", "arguments": {"level": 30}}</tool_call>'
+    with caplog.at_level("WARNING", logger="omnid.conversation"):
+        rig.server("response.audio_transcript.done", response_id="resp_1", transcript=markup)
+    rig.server("response.audio.done", response_id="resp_1")
+    rig.done("resp_1", tokens=50)
+    assert "spoke a tool call instead of making it" in caplog.text
+    [turn] = rig.sink.turns
+    assert turn["OUTCOME"] == "answered"
+    assert "conversation.item.create" not in rig.link.types()

@@ -21,6 +21,7 @@ DURATION_S = {  # (min, max) seconds
     "error": (0.2, 0.4),
     "offline": (0.2, 0.5),
     "online": (0.2, 0.5),
+    "confirm": (0.25, 0.5),  # a question, asked while nobody speaks
 }
 
 
@@ -38,7 +39,7 @@ def in_silence(pcm: np.ndarray, pad_s: float = 0.5) -> np.ndarray:
 
 
 def test_the_set_is_complete() -> None:
-    assert set(NAMES) == {"listening", "sent", "error", "offline", "online"}
+    assert set(NAMES) == {"listening", "sent", "error", "offline", "online", "confirm"}
     assert set(DURATION_S) == set(NAMES)
 
 

@@ -130,8 +130,12 @@ def test_verify_is_clean(tmp_path: Path) -> None:
     assert text.count(f"ExecStart={INSTALLED_EXEC} ") == 1
     copy = tmp_path / "omnid.service"  # the file name is the unit name
     copy.write_text(text.replace(f"ExecStart={INSTALLED_EXEC} ", f"ExecStart={entry} "))
+    verify_clean(copy)
+
+
+def verify_clean(unit: Path) -> None:
     done = subprocess.run(
-        [str(ANALYZE), "verify", "--recursive-errors=no", str(copy)],
+        [str(ANALYZE), "verify", "--recursive-errors=no", str(unit)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -287,3 +291,73 @@ def test_a_portaudio_turn_works_under_the_units_syscall_filter(tmp_path: Path) -
     assert code == 0, output
     assert "OMNID_EVENT=turn OMNID_OUTCOME=answered" in output, output
     assert "Operation not permitted" not in output, output
+
+
+def readme_relay_drop_in() -> list[str]:
+    """The [Service] lines of the README's relay drop-in (the block after its marker)."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- relay drop-in", 1)[1].split("```ini\n", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if line.strip() and line[0] not in "#;"]
+    assert lines[0] == "[Service]", block
+    return lines[1:]
+
+
+@needs_analyze
+def test_the_readme_relay_drop_in_verifies_and_keeps_the_exposure(tmp_path: Path) -> None:
+    """README, "Tools": the drop-in that lets a relay script reach its serial port is a valid
+    addition to the unit (its settings append to the unit's lists, as a drop-in's do) and
+    relaxes nothing that raises the exposure past 2.0."""
+    entry = Path(sys.executable).parent / "omnid"
+    added = readme_relay_drop_in()
+    assert any(line.startswith("DeviceAllow=/dev/") for line in added)
+    text = UNIT.read_text().replace(f"ExecStart={INSTALLED_EXEC} ", f"ExecStart={entry} ")
+    text = text.replace("\n[Install]\n", "\n" + "\n".join(added) + "\n\n[Install]\n")
+    copy = tmp_path / "omnid.service"
+    copy.write_text(text)
+    verify_clean(copy)
+    done = subprocess.run(
+        [str(ANALYZE), "security", "--offline=true", "--threshold=20", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    level = exposure(done.stdout + done.stderr)
+    print(f"\nwith the relay drop-in: overall exposure {level}")
+    assert done.returncode == 0 and level <= 2.0
+
+
+RUN_COMMANDS = r"""
+import sys
+from omnid.tools.command import minimal_env, run_command
+ok = run_command([sys.argv[1], "lamp on"], timeout_s=10, env=minimal_env("relay"))
+slow = run_command([sys.argv[2]], timeout_s=1.0, env=minimal_env("hang"))
+print("RESULT", ok.outcome, repr(ok.output), slow.outcome)
+"""
+
+
+@needs_analyze
+@pytest.mark.skipif(ctypes.util.find_library("seccomp") is None, reason="libseccomp2 missing")
+def test_a_command_tool_runs_under_the_units_syscall_filter(tmp_path: Path) -> None:
+    """README, "Tools": a command runs inside the daemon's sandbox. Under the unit's
+    SystemCallFilter= and RestrictAddressFamilies= (loaded by libseccomp) the runner still
+    starts a command in its own process group, reads its output, and kills the whole group of
+    one that hangs at its timeout."""
+    from tests.harness import clean_env
+
+    allow = tmp_path / "syscalls"
+    allow.write_text("\n".join(sorted(unit_syscalls())))
+    families = ",".join(str(FAMILIES[f]) for f in one(SERVICE, "RestrictAddressFamilies").split())
+    relay = tmp_path / "relay"
+    relay.write_text('#!/bin/sh\necho "relay: $1"\n')
+    hang = tmp_path / "hang"
+    hang.write_text("#!/bin/sh\nsleep 30 &\nsleep 30\n")
+    for script in (relay, hang):
+        script.chmod(0o755)
+    done = subprocess.run(
+        [sys.executable, "-c", SECCOMP_EXEC, str(allow), families, sys.executable, "-c",
+         RUN_COMMANDS, str(relay), str(hang)],
+        cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "RESULT ok 'relay: lamp on' timeout" in output, output

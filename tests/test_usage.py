@@ -249,7 +249,9 @@ def test_json_shape(tmp_path: Path) -> None:
     assert set(report) == {
         "source", "timezone", "currency", "days", "total", "lines", "skipped", "duplicates",
     }  # fmt: skip
-    period_keys = {"sessions", "turns", "turn_count", "responses", "total_tokens", "models"}
+    period_keys = {
+        "sessions", "turns", "turn_count", "responses", "total_tokens", "models", "tools",
+    }  # fmt: skip
     token_keys = {
         "responses", *MODALITIES, "input_tokens", "output_tokens", "total_tokens", "search_count",
     }  # fmt: skip
@@ -387,6 +389,7 @@ def test_journalctl_is_asked_for_the_units_records(tmp_path: Path) -> None:
         "OMNID_EVENT=usage",
         "OMNID_EVENT=turn",
         "OMNID_EVENT=session_open",
+        "OMNID_EVENT=tool",
     }
     assert argv[argv.index("--since") + 1] == "yesterday"
     assert argv[argv.index("--until") + 1] == "now"
