@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from omnid import events as ev
+from omnid.alarm import Alarm
 from omnid.calls import Calls
 from omnid.camera import CameraFeed, FramePolicy
 from omnid.config import Config
@@ -31,6 +32,7 @@ from omnid.session import Session
 from omnid.settings import Settings
 from omnid.supervisor import Journal, Notifier, Watchdog
 from omnid.testhooks import TestHooks
+from omnid.timers import Timers, TimerStore
 from omnid.tools import Toolbox
 from omnid.tools.catalog import build_catalog
 from omnid.turn import Turn
@@ -56,6 +58,8 @@ def assemble(
     led: StatusLed | None = None,
     watchdog: Watchdog | None = None,
     volume_store: VolumeStore | None = None,
+    timer_store: TimerStore | None = None,
+    wall: Callable[[], float] = time.time,
     open_link: Callable[[], Link] | None = None,
     test_hooks: bool = False,
     subscribers: tuple[Subscriber, ...] = (),
@@ -72,7 +76,16 @@ def assemble(
         feedback.subscribe(LedFeedback(led))
     for subscriber in subscribers:
         feedback.subscribe(subscriber)
-    tools = Toolbox(settings, build_catalog(playback.volume), cfg.session.mode)
+    timers = Timers(
+        lambda: settings.current.tools.max_timers, clock, wall, disk, feedback, timer_store
+    )
+    alarm = Alarm(settings, timers, playback, feedback, clock)
+    late, missed = timers.restore(timer_store.load() if timer_store is not None else [])
+    for timer in late:
+        alarm.due(timer, f"fell due while omnid was not running; {timer.late_s:.0f} s late")
+    for timer in missed:
+        timers.record("missed", timer, f"fell due {timer.late_s / 60:.0f} min before omnid started")
+    tools = Toolbox(settings, build_catalog(playback.volume, timers), cfg.session.mode)
     session = Session(
         settings, inbox.post, journal, clock, history, open_link, declare=tools.declared
     )
@@ -92,6 +105,8 @@ def assemble(
         health=Health(notifier, watchdog, clock()),
         budget=DailyBudget.load(settings, state_dir),
         calls=Calls(settings, tools, feedback, inbox.post, clock),
+        timers=timers,
+        alarm=alarm,
         journal=journal,
         notifier=notifier,
         disk=disk,

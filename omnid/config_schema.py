@@ -230,7 +230,8 @@ class LogSection(_Section):
 
 # --- tools: functions the model may call ------------------------------------------------------
 
-BUILTIN_TOOLS = ("get_time", "set_volume")
+BUILTIN_TOOLS = ("get_time", "set_volume", "set_timer", "cancel_timer", "list_timers", "set_alarm")
+DEFAULT_BUILTIN = ("get_time", "set_volume", "set_timer", "cancel_timer", "list_timers")
 TOOL_MODES = ("manual", "vad", "wake")
 TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 # A parameter name is also what goes between the braces of an argv placeholder.
@@ -310,12 +311,18 @@ class CommandToolConfig(_Section):
 
 class ToolsSection(_Section):
     enabled: bool = False
-    builtin: list[Literal["get_time", "set_volume"]] = _key(
-        list(BUILTIN_TOOLS), "must be a list of built-in tools: 'get_time', 'set_volume'"
+    builtin: list[
+        Literal["get_time", "set_volume", "set_timer", "cancel_timer", "list_timers", "set_alarm"]
+    ] = _key(
+        list(DEFAULT_BUILTIN),
+        "must be a list of built-in tools: "
+        "'get_time', 'set_volume', 'set_timer', 'cancel_timer', 'list_timers', 'set_alarm'",
     )
     confirm_s: float = _key(10.0, gt=0, le=120)
     timeout_s: float = _key(10.0, gt=0, le=600)
     max_calls_per_turn: int = _key(4, ge=1, le=32)
+    max_timers: int = _key(10, ge=1, le=100)
+    alarm_max_s: float = _key(60.0, ge=5, le=600)
     command: list[CommandToolConfig] = _key(
         [],
         "must be a list of tables: write [[tools.command]] on a line of its own above each "

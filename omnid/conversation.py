@@ -24,6 +24,7 @@ import numpy as np
 
 from omnid import events as ev
 from omnid import protocol
+from omnid.alarm import Alarm
 from omnid.calls import Calls, spoke_markup
 from omnid.config import Config
 from omnid.control import answer
@@ -42,6 +43,7 @@ from omnid.settings import Settings
 from omnid.status import Status
 from omnid.supervisor import Journal, Notifier
 from omnid.testhooks import TestHooks
+from omnid.timers import Timers
 from omnid.turn import Turn
 from omnid.uplink import Uplink
 from omnid.usage import record_usage
@@ -72,6 +74,8 @@ class Conversation:
         health: Health,
         budget: DailyBudget,
         calls: Calls,
+        timers: Timers,
+        alarm: Alarm,
         journal: Journal,
         notifier: Notifier,
         disk: DiskWriter,
@@ -91,6 +95,8 @@ class Conversation:
         self.health = health
         self.budget = budget
         self.calls = calls
+        self.timers = timers
+        self.alarm = alarm
         self.journal = journal  # usage records (turn records go through the feedback seam)
         self.notifier = notifier
         self.disk = disk
@@ -101,7 +107,7 @@ class Conversation:
         self.mode: Mode = MODES[settings.current.session.mode]  # restart-only: fixed
         self.responses = ServiceResponses()
         self.pre_roll = PreRoll(PRE_ROLL_S)
-        self.status_report = Status(session, uplink, health, budget, feedback, clock)
+        self.status_report = Status(session, uplink, health, budget, feedback, timers, clock)
         self.state = "idle"  # idle | listening | thinking | speaking
         self.turn: Turn | None = None
         self.turns = 0
@@ -122,9 +128,11 @@ class Conversation:
         self.session.connect_now()
         self._status()
         while self.running:
-            event = self.inbox.get(timeout=TICK_S)
+            due_in = self.timers.next_due_in()
+            event = self.inbox.get(timeout=TICK_S if due_in is None else min(TICK_S, due_in))
             if event is not None:
                 self.handle(event)
+            self.ring_due()  # a timer rings on time, not at the next tick
             now = self.clock()
             if now - self._last_tick >= TICK_S:
                 self._last_tick = now
@@ -185,8 +193,15 @@ class Conversation:
                 self.health.audio_back()
         self._status()
 
+    def ring_due(self) -> None:
+        """Due timers ring — once the conversation is idle: never over the user or an answer."""
+        for timer in self.timers.due():
+            self.alarm.due(timer)
+        self.alarm.tick(idle=self.turn is None and self.state == "idle")
+
     def tick(self, now: float) -> None:
         self._status()  # the clock moves STATUS too ("retrying in 8 s", "session 37 min")
+        self.ring_due()
         self.session.tick(now)
         self.health.tick(now)
         self.vision.tick()
@@ -260,6 +275,8 @@ class Conversation:
     # ------------------------------------------------------------------ user actions
 
     def press(self, t: float) -> None:
+        if self.alarm.stop("a press"):
+            return  # the press silenced a ringing timer; it starts no turn
         if self.calls.confirm(self.turn):
             return  # the press confirmed a waiting command; it starts no turn
         if self.budget.exhausted and self.state == "idle":
@@ -315,6 +332,8 @@ class Conversation:
         self._commit(turn)
 
     def tap(self, t: float) -> None:
+        if self.alarm.stop("a tap"):
+            return
         if self.state in ("thinking", "speaking"):
             self._interrupt()
 

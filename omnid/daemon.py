@@ -27,6 +27,7 @@ from omnid.devices import AudioDevices, SilentSpeaker
 from omnid.led import StatusLed, open_led
 from omnid.micfeed import MicFeed
 from omnid.supervisor import Journal, Notifier, Watchdog
+from omnid.timers import TimerStore
 from omnid.volume import VolumeStore, default_state_dir
 
 log = logging.getLogger("omnid.daemon")
@@ -89,6 +90,7 @@ class Daemon:
             led=self.led,
             watchdog=Watchdog.from_env(),
             volume_store=VolumeStore(state_dir, default=cfg.audio.output_volume),
+            timer_store=TimerStore(state_dir),
             test_hooks=self.test_hooks,
         )
         self.conversation = conversation

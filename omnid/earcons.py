@@ -137,6 +137,15 @@ class Earcons:
         return len(self.get(name)) / RATE
 
 
+def alarm_sound() -> Int16Array:
+    """One second of a timer's alarm, played again and again while it rings: four bright beeps,
+    then a pause. Louder than the earcons (it must wake someone), and not one of them: it plays
+    whatever `audio.earcons` says."""
+    beep = _note(1046.5, 90, attack_ms=5, release_ms=15)
+    gap = np.zeros(round(RATE * 0.06))
+    return _pcm(*([beep, gap] * 4), np.zeros(round(RATE * 0.4)), level=0.45)
+
+
 def correlates(signal: npt.ArrayLike, earcon: npt.ArrayLike, *, rate: int = RATE) -> float:
     """How strongly `earcon` occurs anywhere in `signal`: the peak over all alignments of the
     normalised cross-correlation |<window, earcon>| / (‖window‖·‖earcon‖), 0.0 – 1.0.

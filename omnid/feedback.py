@@ -26,7 +26,8 @@ class Subscriber:
 
     def on_cue(self, cue: str, t: float | None) -> None:
         """listening (with the press time `t`), sent, error, offline, online; confirm (a call
-        waits for the owner's press) and confirm_over (it no longer does)."""
+        waits for the owner's press) and confirm_over (it no longer does); alarm (a timer
+        rings) and alarm_over."""
 
     def on_status(self, line: str) -> None:
         """A human line for systemd's STATUS= (published often; repeats included)."""
@@ -36,6 +37,9 @@ class Subscriber:
 
     def on_tool(self, fields: dict[str, Any], level: int) -> None:
         """A function call's journal fields (TOOL, CALL_ID, OUTCOME, DURATION_MS …)."""
+
+    def on_timer(self, fields: dict[str, Any], level: int) -> None:
+        """A timer's journal fields (ACTION set, rang, cancelled, stopped or missed; LABEL …)."""
 
 
 class Feedback:
@@ -69,6 +73,10 @@ class Feedback:
         for s in self._subscribers:
             s.on_tool(fields, level)
 
+    def timer(self, fields: dict[str, Any], level: int = logging.INFO) -> None:
+        for s in self._subscribers:
+            s.on_timer(fields, level)
+
 
 class LedFeedback(Subscriber):
     """The status LED follows the state; an error cue flashes it; a call waiting for the
@@ -83,9 +91,9 @@ class LedFeedback(Subscriber):
         self.led.show(state)
 
     def on_cue(self, cue: str, t: float | None) -> None:
-        if cue in ("error", "confirm"):
+        if cue in ("error", "confirm", "alarm"):
             self.led.show(cue)
-        elif cue == "confirm_over":
+        elif cue in ("confirm_over", "alarm_over"):
             self.led.show(self._state)
 
 
@@ -100,7 +108,8 @@ class StatusFeedback(Subscriber):
 
 
 class JournalFeedback(Subscriber):
-    """Each finished turn becomes one `turn` record in the journal, each call one `tool`."""
+    """Each finished turn becomes one `turn` record in the journal, each call one `tool`, each
+    timer event one `timer`."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
@@ -112,3 +121,7 @@ class JournalFeedback(Subscriber):
     def on_tool(self, fields: dict[str, Any], level: int) -> None:
         message = f"tool {fields['TOOL']} {fields['OUTCOME']}"
         self.journal.record("tool", message, level, **fields)
+
+    def on_timer(self, fields: dict[str, Any], level: int) -> None:
+        message = f"{fields['KIND']} {fields['LABEL']!r} {fields['ACTION']}"
+        self.journal.record("timer", message, level, **fields)

@@ -85,6 +85,19 @@ PATTERNS: Mapping[str, Pattern] = MappingProxyType(
             ((1.0, 0.15), (0.0, 0.15), (1.0, 0.15), (0.0, 0.15), (1.0, 0.15), (0.0, 0.75)),
             "triple blink every 1.5 s: a command waits for a press of the button to confirm it",
         ),
+        "alarm": Pattern(
+            (
+                (1.0, 0.1),
+                (0.0, 0.1),
+                (1.0, 0.1),
+                (0.0, 0.1),
+                (1.0, 0.1),
+                (0.0, 0.1),
+                (1.0, 0.1),
+                (0.0, 0.3),
+            ),
+            "four quick flashes a second: a timer or alarm rings (a tap or press stops it)",
+        ),
         "error": Pattern(
             ((1.0, 0.1), (0.0, 0.1)),
             f"fast blink, 5 Hz, for {ERROR_SECONDS:g} s, then the current state's pattern",

@@ -33,6 +33,7 @@ EARCON_RATE = 24_000
 EARCON_MASK_LIMIT_S = 0.5
 # From "drained" (last sample handed to the device) back to the wire: output buffer, room, input.
 EARCON_DEVICE_LATENCY_S = 0.2
+MIN_RING_VOLUME = 40  # percent: a timer is heard even with the volume turned right down
 
 
 class EchoGuard:
@@ -80,6 +81,7 @@ class Playback(Subscriber):
         self._store = volume_store
         self.volume_pct = volume_pct
         self.guard = EchoGuard(settings)
+        self._ringing = False
         self._mask_until = 0.0
         self._earcon_queued_t: float | None = None
         speaker.volume = to_gain(volume_pct)
@@ -97,6 +99,22 @@ class Playback(Subscriber):
         if len(pcm):
             self.guard.started()
             self.speaker.play(pcm)
+
+    def ring(self, pcm: np.ndarray) -> None:
+        """A due timer's alarm: never quieter than `MIN_RING_VOLUME`, whatever the volume, and
+        held off the microphone like an answer (the echo guard)."""
+        if not self._ringing:
+            self._ringing = True
+            self.speaker.volume = to_gain(max(self.volume_pct, MIN_RING_VOLUME))
+        self.guard.started()
+        self.speaker.play(pcm)
+
+    def end_ring(self) -> None:
+        """Silent at the next block, and back at the user's volume."""
+        if self._ringing:
+            self._ringing = False
+            self.speaker.flush()
+            self.speaker.volume = to_gain(self.volume_pct)
 
     def end_answer(self) -> None:
         """The answer's last audio is in: let the resampler hand over its tail."""
@@ -152,7 +170,8 @@ class Playback(Subscriber):
             self.volume_pct = apply(args, self.volume_pct)
         except ValueError as exc:
             return str(exc)
-        self.speaker.volume = to_gain(self.volume_pct)
+        if not self._ringing:  # a ringing alarm keeps its floor; the new volume follows it
+            self.speaker.volume = to_gain(self.volume_pct)
         store, pct = self._store, self.volume_pct
         if store is not None:  # an fsync: never on the conversation thread
             self._disk.submit("volume", lambda: store.save(pct))

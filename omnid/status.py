@@ -12,6 +12,7 @@ from omnid.feedback import Feedback
 from omnid.health import Health
 from omnid.quota import DailyBudget
 from omnid.session import Session
+from omnid.timers import Timers
 from omnid.uplink import Uplink
 
 # Brief drops are healed before anyone notices; only an outage this long is announced.
@@ -49,8 +50,10 @@ class Status:
         health: Health,
         budget: DailyBudget,
         feedback: Feedback,
+        timers: Timers,
         clock: Callable[[], float],
     ) -> None:
+        self._timers = timers
         self._session = session
         self._uplink = uplink
         self._health = health
@@ -75,10 +78,18 @@ class Status:
             "session_id": session.session_id or None,
             "session_age_s": round(session.age_s(), 1),
             "turns": turns,
+            "timers": [self._timers.describe(t) for t in self._timers.running()],
         }
 
     def line(self, state: str, turns: int) -> str:
-        """systemd's STATUS=: one human line."""
+        """systemd's STATUS=: one human line, and the timers running."""
+        timers = self._timers.running()
+        if not timers:
+            return self._line(state, turns)
+        left = ", ".join(f"{t.label} {_mm_ss(self._timers.remaining_s(t))}" for t in timers)
+        return f"{self._line(state, turns)}; timers: {left}"
+
+    def _line(self, state: str, turns: int) -> str:
         state = self.public(state)
         session, budget = self._session, self._budget
         if self._health.audio_trouble:
@@ -102,3 +113,9 @@ class Status:
         cue = self._outage.update(self._session.ready, self._clock())
         if cue is not None:
             feedback.cue(cue)
+
+
+def _mm_ss(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -117,7 +117,9 @@ def test_the_shipped_config_has_tools_off_and_no_command(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     tools = tomllib.loads(result.stdout)["tools"]
     assert tools["enabled"] is False and tools["command"] == []
-    assert tools["builtin"] == ["get_time", "set_volume"]
+    assert tools["builtin"] == [
+        "get_time", "set_volume", "set_timer", "cancel_timer", "list_timers",
+    ]  # fmt: skip
 
 
 def test_a_good_config_loads_and_round_trips_in_process(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
 import json
 import uuid
 from pathlib import Path
@@ -60,6 +61,7 @@ class Sink(Subscriber):
         self.states: list[str] = []
         self.cues: list[str] = []
         self.turns: list[dict[str, Any]] = []
+        self.timers: list[dict[str, Any]] = []
 
     def on_state(self, state: str) -> None:
         self.states.append(state)
@@ -70,17 +72,21 @@ class Sink(Subscriber):
     def on_turn(self, fields: dict[str, Any], level: int) -> None:
         self.turns.append(fields)
 
+    def on_timer(self, fields: dict[str, Any], level: int) -> None:
+        self.timers.append(fields)
+
 
 class Rig:
-    def __init__(self, tmp: Path, mode: str) -> None:
+    def __init__(self, tmp: Path, mode: str, extra: str = "") -> None:
         (tmp / "key").write_text("sk-test-" + uuid.uuid4().hex)
         (tmp / "omnid.toml").write_text(
             f'[api]\nurl = "ws://127.0.0.1:9/api-ws/v1/realtime"\napi_key_file = "{tmp / "key"}"\n'
             f'[session]\nmode = "{mode}"\n[audio]\necho_guard = "off"\nearcons = false\n'
-            f'[control]\nsocket = "{tmp / "control.sock"}"\n[log]\ntranscripts = true\n'
+            f'[control]\nsocket = "{tmp / "control.sock"}"\n[log]\ntranscripts = true\n' + extra
         )
         cfg = load_config(tmp / "omnid.toml", require_api_key=True)
         self.now = 1000.0
+        self.wall = 1_800_000_000.0  # the wall clock, which may step (NTP)
         self.links: list[StandInLink] = []
         self.speaker = Speaker()
         self.sink = Sink()
@@ -92,6 +98,7 @@ class Rig:
             state_dir=tmp,
             feed=self.feed,
             clock=lambda: self.now,
+            wall=lambda: self.wall,
             open_link=self._open,  # type: ignore[arg-type]
             subscribers=(self.sink,),
         )
@@ -351,3 +358,58 @@ def test_a_model_that_speaks_its_call_is_logged(
     [turn] = rig.sink.turns
     assert turn["OUTCOME"] == "answered"
     assert "conversation.item.create" not in rig.link.types()
+
+
+def _call(rig: Rig, name: str, arguments: dict[str, Any]) -> None:
+    """A turn whose first response calls `name`; the answer after it plays and ends the turn."""
+    rig.ask()
+    rig.server("response.created", response={"id": "resp_1"})
+    call = {"type": "function_call", "call_id": "call_1", "name": name}
+    rig.done("resp_1", tokens=100, output=[{**call, "arguments": json.dumps(arguments)}])
+    rig.pump()
+    rig.server("response.created", response={"id": "resp_2"})
+    rig.audio("resp_2", n=1)
+    rig.server("response.audio.done", response_id="resp_2")
+    rig.done("resp_2", tokens=50)
+    assert rig.sink.turns[-1]["OUTCOME"] == "answered"
+
+
+def _run_clock(rig: Rig, seconds: float, step: float = 0.1) -> None:
+    for _ in range(round(seconds / step)):
+        rig.now += step
+        rig.wall += step
+        rig.conv.tick(rig.now)
+
+
+@pytest.mark.parametrize("step_s", [3600.0, -3600.0])
+def test_a_wall_clock_step_does_not_move_a_timer(tmp_path: Path, step_s: float) -> None:
+    """A Pi's wall clock jumps when NTP first synchronises. A 10-minute timer rings ten minutes
+    after it was set, measured on the monotonic clock, whichever way the wall clock jumps in
+    between (the clocks are injected: the wall clock steps by an hour); an alarm set for a time
+    of day follows the wall clock instead."""
+    rig = Rig(tmp_path, "manual", '[tools]\nenabled = true\nbuiltin = ["set_timer", "set_alarm"]\n')
+    _call(rig, "set_timer", {"seconds": 600, "label": "pasta"})
+    set_at = rig.now
+    _run_clock(rig, 60)
+    rig.wall += step_s  # NTP steps the clock
+    _run_clock(rig, 600 - 60 - 0.3)
+    assert "alarm" not in rig.sink.cues
+    _run_clock(rig, 0.5)
+    assert "alarm" in rig.sink.cues
+    assert [t["ACTION"] for t in rig.sink.timers] == ["set", "rang"]
+    print(
+        f"\nwall clock stepped {step_s:+.0f} s: the timer rang {rig.now - set_at:.1f} s after set"
+    )
+
+
+def test_an_alarm_follows_the_wall_clock_through_a_step(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, "manual", '[tools]\nenabled = true\nbuiltin = ["set_alarm"]\n')
+    local = dt.datetime.fromtimestamp(rig.wall).astimezone()
+    at = (local + dt.timedelta(minutes=30)).strftime("%H:%M")
+    _call(rig, "set_alarm", {"time": at, "label": "wake"})
+    due_wall = float(rig.sink.timers[0]["DUE_WALL"])
+    rig.wall += 20 * 60  # the clock was 20 minutes slow; NTP corrects it
+    _run_clock(rig, due_wall - rig.wall - 0.3)
+    assert "alarm" not in rig.sink.cues
+    _run_clock(rig, 0.5)
+    assert "alarm" in rig.sink.cues  # ~10 minutes after it was set, when the clock shows it

@@ -38,6 +38,8 @@ SCENARIOS: dict[str, tuple[bool, list[tuple[float, str]]]] = {
     "error-cut-by-listening": (True, [(0.0, "idle"), (0.0, "error"), (1.0, "listening")]),
     "thinking-then-listening": (True, [(0.0, "thinking"), (0.8, "listening")]),
     "unknown-state": (True, [(0.0, "listening"), (0.2, "no-such-state")]),
+    "confirm": (True, [(0.0, "confirm")]),
+    "alarm": (True, [(0.0, "alarm")]),
 }
 
 
@@ -239,6 +241,23 @@ def test_a_new_state_replaces_a_blinking_pattern(run: Run) -> None:
 def test_unknown_state_is_off_with_one_warning(run: Run) -> None:
     assert lit(run.histories["unknown-state"], 0.2 + TOL, END_S) == []
     assert sum("no-such-state" in w for w in run.warnings) == 1
+
+
+@pytest.mark.parametrize(("name", "flashes"), [("confirm", 3), ("alarm", 4)])
+def test_confirm_and_alarm_flash_in_groups_every_period(run: Run, name: str, flashes: int) -> None:
+    """README: a command waiting for a press blinks three times every 1.5 s; a ringing timer
+    flashes four times a second."""
+    runs = lit(run.histories[name])
+    period = PATTERNS[name].period_s
+    assert period == {"confirm": 1.5, "alarm": 1.0}[name]
+    starts = [a for a, _ in runs]
+    whole = [a for a in starts if a + period <= END_S]
+    assert whole, runs
+    first = starts[0]
+    in_period = [a for a in starts if first <= a < first + period - TOL]
+    assert len(in_period) == flashes, runs
+    for a, b in runs[: flashes - 1]:
+        assert b - a == pytest.approx(PATTERNS[name].steps[0][1], abs=max(TOL, 0.03)), runs
 
 
 def test_pattern_table_covers_every_state() -> None:

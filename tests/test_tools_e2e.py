@@ -134,7 +134,8 @@ def test_set_volume_call_then_the_spoken_answer(tmp_path: Path, mode: str) -> No
     assert turn["OMNID_OUTCOME"] == "answered"
     wire = events(sim)
     update = wire[index(wire, "recv", "session.update")][1]["session"]
-    assert [t["function"]["name"] for t in update["tools"]] == ["get_time", "set_volume"]
+    names = ["get_time", "set_volume", "set_timer", "cancel_timer", "list_timers"]
+    assert [t["function"]["name"] for t in update["tools"]] == names  # the default built-ins
     assert all(set(t) == {"type", "function"} and t["type"] == "function" for t in update["tools"])
     level = update["tools"][1]["function"]["parameters"]["properties"]["level"]
     assert (level["type"], level["minimum"], level["maximum"]) == ("integer", 0, 100)
@@ -488,6 +489,7 @@ def test_omnid_tools_lists_what_the_model_sees_and_what_cannot_run(tmp_path: Pat
     relay = write_script(tmp_path / "relay", "echo on\n")
     body = f"""[tools]
 enabled = true
+builtin = ["get_time", "set_volume"]
 [[tools.command]]
 name = "relay"
 description = "Switch the lamp relay"

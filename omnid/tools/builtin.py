@@ -1,4 +1,4 @@
-"""The tools every box has: the time, and the volume.
+"""The tools every box has: the time, the volume, and timers.
 
 `get_time` answers from the box's own clock and says whether that clock is synchronised: a Pi
 has no battery-backed clock, so after a power cut without network it may be days off, and the
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from omnid.config_schema import ToolParamConfig
+from omnid.timers import TimerError, Timers
 from omnid.tools import Outcome, error_output
 from omnid.tools.params import json_schema, parse_arguments
 
@@ -107,3 +108,94 @@ class SetVolume:
         if error:
             return Outcome("error", error_output(error))
         return Outcome("ok", json.dumps({"volume": level}))
+
+
+_LABEL = ToolParamConfig(
+    type="string", description="a short name for the timer, e.g. pasta or tea", pattern=r"[^-].*"
+)
+
+
+class _TimerTool:
+    """The timer tools change what the conversation thread owns (the timers) and never
+    block: they run inline, like the volume."""
+
+    source = "builtin"
+    confirm = False
+    inline = True
+    name = ""
+    description = ""
+    params: ClassVar[dict[str, ToolParamConfig]] = {}
+
+    def __init__(self, timers: Timers) -> None:
+        self._timers = timers
+
+    def declaration(self) -> dict[str, Any]:
+        return _declaration(self.name, self.description, self.params)
+
+    def bind(self, arguments: str) -> Callable[[], Outcome]:
+        values = parse_arguments(arguments, self.params)
+        return lambda: self._answer(values)
+
+    def _answer(self, values: dict[str, Any]) -> Outcome:
+        try:
+            return Outcome("ok", json.dumps(self._do(values)))
+        except TimerError as exc:
+            return Outcome("error", error_output(str(exc)))
+
+    def _do(self, values: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class SetTimer(_TimerTool):
+    name = "set_timer"
+    description = (
+        "Start a timer that rings on this box after the given number of seconds. The same label "
+        "again replaces that timer."
+    )
+    params: ClassVar[dict[str, ToolParamConfig]] = {
+        "seconds": ToolParamConfig(
+            type="integer", minimum=1, maximum=86400, description="how long, in seconds"
+        ),
+        "label": _LABEL,
+    }
+
+    def _do(self, values: dict[str, Any]) -> dict[str, Any]:
+        timer = self._timers.set_timer(values["label"], int(values["seconds"]))
+        return {"set": self._timers.describe(timer)}
+
+
+class SetAlarm(_TimerTool):
+    name = "set_alarm"
+    description = (
+        "Set an alarm that rings on this box the next time the local clock shows the given "
+        "time. The same label again replaces it."
+    )
+    params: ClassVar[dict[str, ToolParamConfig]] = {
+        "time": ToolParamConfig(
+            type="string",
+            pattern=r"([01][0-9]|2[0-3]):[0-5][0-9]",
+            description="the time of day, 24-hour HH:MM",
+        ),
+        "label": _LABEL,
+    }
+
+    def _do(self, values: dict[str, Any]) -> dict[str, Any]:
+        timer = self._timers.set_alarm(values["label"], values["time"])
+        return {"set": self._timers.describe(timer)}
+
+
+class CancelTimer(_TimerTool):
+    name = "cancel_timer"
+    description = "Cancel a timer or alarm of this box, by its label."
+    params: ClassVar[dict[str, ToolParamConfig]] = {"label": _LABEL}
+
+    def _do(self, values: dict[str, Any]) -> dict[str, Any]:
+        return {"cancelled": self._timers.cancel(values["label"]).label}
+
+
+class ListTimers(_TimerTool):
+    name = "list_timers"
+    description = "The timers and alarms set on this box, and when each rings."
+
+    def _do(self, values: dict[str, Any]) -> dict[str, Any]:
+        return {"timers": [self._timers.describe(t) for t in self._timers.running()]}

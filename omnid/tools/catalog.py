@@ -10,13 +10,22 @@ shell, in its own process group, with a minimal environment (never the API key o
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from omnid.config import Config
 from omnid.config_schema import CommandToolConfig
+from omnid.timers import Timers
 from omnid.tools import Outcome, Tool, error_output
-from omnid.tools.builtin import GetTime, SetVolume
+from omnid.tools.builtin import (
+    CancelTimer,
+    GetTime,
+    ListTimers,
+    SetAlarm,
+    SetTimer,
+    SetVolume,
+)
 from omnid.tools.command import minimal_env, run_command
 from omnid.tools.params import json_schema, parse_arguments, render_argv
 
@@ -55,11 +64,16 @@ class CommandTool:
         )
 
 
-def build_catalog(volume: Callable[[list[str]], str]) -> Callable[[Config, str], dict[str, Tool]]:
-    """The catalog the toolbox reads: `volume` is playback's `omnid ctl volume` path."""
+def build_catalog(
+    volume: Callable[[list[str]], str], timers: Timers
+) -> Callable[[Config, str], dict[str, Tool]]:
+    """The catalog the toolbox reads: `volume` is playback's `omnid ctl volume` path; `timers`
+    the conversation's timers."""
 
     def catalog(cfg: Config, mode: str) -> dict[str, Tool]:
         builtin: dict[str, Tool] = {"get_time": GetTime(), "set_volume": SetVolume(volume)}
+        for tool in (SetTimer, CancelTimer, ListTimers, SetAlarm):
+            builtin[tool.name] = tool(timers)
         tools: dict[str, Tool] = {name: builtin[name] for name in cfg.tools.builtin}
         for spec in cfg.tools.command:
             if spec.modes is None or mode in spec.modes:
@@ -95,7 +109,11 @@ def report(cfg: Config, out: TextIO) -> int:
     if not cfg.tools.enabled:
         out.write("tools are off (tools.enabled = false): the model sees none\n")
         return 0
-    tools = build_catalog(lambda args: "")(cfg, cfg.session.mode)
+    from omnid.diskwriter import DiskWriter
+    from omnid.feedback import Feedback
+
+    listing = Timers(lambda: 0, time.monotonic, time.time, DiskWriter(), Feedback())  # unsaved
+    tools = build_catalog(lambda args: "", listing)(cfg, cfg.session.mode)
     if not tools:
         out.write("no tools declared\n")
     failed = 0
