@@ -63,10 +63,6 @@ def position(haystack: np.ndarray, needle: np.ndarray) -> int:
     return int(np.argmax(score))
 
 
-def timer_records(daemon: Daemon) -> list[dict[str, str]]:
-    return daemon.records("timer")
-
-
 def timer_config(tmp: Path, *audio: str) -> str:
     return wav_devices(tmp, "earcons = false", *audio) + "[tools]\nenabled = true\n"
 
@@ -89,7 +85,7 @@ def test_a_timer_rings_on_time_until_a_tap(tmp_path: Path) -> None:
         reply = daemon.ctl("tap")
         at_ack = timeline_samples(tmp_path / "spk.wav")
         time.sleep(1.0)  # the timeline runs on: it must stay silent
-        records = timer_records(daemon)
+        records = daemon.wait_record("timer", count=3, timeout=10)
     finally:
         code = daemon.stop()
         sim.stop()
@@ -137,7 +133,7 @@ def test_a_timer_survives_a_restart_and_rings_at_its_time(tmp_path: Path) -> Non
         wall0 = again.audio_started_wall()
         time.sleep(max(0.0, due_wall + 1.5 - time.time()))
         again.ctl("tap")
-        records = timer_records(again)
+        records = again.wait_record("timer", count=2, timeout=10)  # the journal line follows
     finally:
         code = again.stop()
         sim.stop()
@@ -171,7 +167,7 @@ def test_a_timer_due_while_the_daemon_was_down_rings_at_once_or_is_missed(
         rang = daemon.wait_record("timer", count=2, timeout=10)
         time.sleep(0.5)
         daemon.ctl("tap")
-        records = timer_records(daemon)
+        records = daemon.wait_record("timer", count=3, timeout=10)  # the journal line follows
     finally:
         code = daemon.stop()
         sim.stop()
@@ -211,7 +207,7 @@ def test_an_alarm_during_a_handsfree_answer_is_not_heard_as_the_user(tmp_path: P
         daemon.ctl("tap")  # the alarm stops as its sound in the room ends
         time.sleep(2.5)  # long enough for the service's VAD to have heard anything after it
         turns = daemon.records("turn")
-        records = timer_records(daemon)
+        records = daemon.wait_record("timer", count=3, timeout=10)
     finally:
         code = daemon.stop()
         sim.stop()
@@ -262,8 +258,7 @@ def test_timers_by_label_in_the_journal_status_and_ctl(tmp_path: Path) -> None:
         for n in range(1, len(script) + 1):
             assert talk(daemon, n)["OMNID_OUTCOME"] == "answered"
         status = daemon.ctl("status")
-        time.sleep(0.3)
-        records = timer_records(daemon)
+        records = daemon.wait_record("timer", count=3, timeout=10)
     finally:
         code = daemon.stop()
         sim.stop()
