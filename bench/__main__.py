@@ -27,6 +27,7 @@ from typing import Any
 from bench.common import loadavg, machine
 from bench.latency import barge_ins, commit_turns
 from bench.load import load
+from bench.mcp import mcp_rss
 from bench.report import KEYS, summarise, table
 from bench.sessions import sessions
 
@@ -64,6 +65,7 @@ def run(plan: Plan, work: Path) -> dict[str, Any]:
         jobs.append((f"barge{i}", lambda d: barge_ins(d, plan.barge_count)))
     jobs.append(("load", lambda d: load(d, plan.load_warmup_s, plan.load_s, plan.load_rounds)))
     jobs.append(("sessions", lambda d: sessions(d, plan.sessions_s, plan.sessions_warmup_s)))
+    jobs.append(("mcp", lambda d: mcp_rss(d, plan.load_warmup_s)))
 
     def one(name: str, job: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
         directory = work / name

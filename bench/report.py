@@ -108,6 +108,7 @@ def summarise(raw: dict[str, Any], longest: float) -> tuple[dict[str, float], di
         },
         "rss_after_warmup_mb": ss["rss_after_warmup_mb"],
         "rss_end_mb": ss["rss_end_mb"],
+        "mcp": raw["mcp"],
     }
     return figures, details
 
@@ -151,6 +152,9 @@ def table(figures: dict[str, float], details: dict[str, Any], info: dict[str, st
         f"{d['load']['simulator_errors']} simulator errors; peak RSS omnid "
         f"{d['load']['omnid_hwm_mb']:.1f} MB, SDK {d['load']['sdk_hwm_mb']:.1f} MB; "
         f"SDK client: {d['load']['sdk']}",
+        f"idle RSS without an MCP server {d['mcp']['without']['rss_mb']:.1f} MB (peak "
+        f"{d['mcp']['without']['hwm_mb']:.1f}), with one stdio server "
+        f"{d['mcp']['with']['rss_mb']:.1f} MB (peak {d['mcp']['with']['hwm_mb']:.1f})",
         "",
         f"machine: {info['cpu']}, {info['cores']} cores, {info['memory']} RAM, "
         f"{info['arch']}, Linux {info['kernel']}, Python {info['python']}; load average "

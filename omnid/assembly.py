@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omnid import events as ev
 from omnid.alarm import Alarm
@@ -35,10 +36,14 @@ from omnid.testhooks import TestHooks
 from omnid.timers import Timers, TimerStore
 from omnid.tools import Toolbox
 from omnid.tools.catalog import build_catalog
+from omnid.tools.mcp import why_missing
 from omnid.turn import Turn
 from omnid.uplink import Uplink
 from omnid.vision import Vision
 from omnid.volume import VolumeStore
+
+if TYPE_CHECKING:
+    from omnid.tools.mcp_client import McpHub
 
 HISTORY_TURNS = 50  # the most `session.carry_over_turns` allows; a reload may raise it
 
@@ -59,6 +64,7 @@ def assemble(
     watchdog: Watchdog | None = None,
     volume_store: VolumeStore | None = None,
     timer_store: TimerStore | None = None,
+    mcp: McpHub | None = None,
     wall: Callable[[], float] = time.time,
     open_link: Callable[[], Link] | None = None,
     test_hooks: bool = False,
@@ -85,7 +91,13 @@ def assemble(
         alarm.due(timer, f"fell due while omnid was not running; {timer.late_s:.0f} s late")
     for timer in missed:
         timers.record("missed", timer, f"fell due {timer.late_s / 60:.0f} min before omnid started")
-    tools = Toolbox(settings, build_catalog(playback.volume, timers), cfg.session.mode)
+    tools = Toolbox(
+        settings,
+        build_catalog(playback.volume, timers, mcp),
+        cfg.session.mode,
+        version=(lambda: mcp.generation) if mcp is not None else (lambda: 0),
+        missing=why_missing(cfg, mcp) if mcp is not None else (lambda name: ""),
+    )
     session = Session(
         settings, inbox.post, journal, clock, history, open_link, declare=tools.declared
     )

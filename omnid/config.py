@@ -191,6 +191,11 @@ def keep_restart_only(new: Config, running: Config) -> tuple[Config, list[str]]:
             if new.session.mode != running.session.mode:
                 changed.append(name)
                 session = session.model_copy(update={"mode": running.session.mode})
+        elif name == "tools.mcp":
+            if new.tools.mcp != running.tools.mcp:
+                changed.append(name)
+                tools = update.get("tools", new.tools).model_copy(update={"mcp": running.tools.mcp})
+                update["tools"] = tools
         elif getattr(new, name) != getattr(running, name):
             changed.append(f"[{name}]")
             update[name] = getattr(running, name)

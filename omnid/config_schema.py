@@ -12,6 +12,7 @@ configs on SIGHUP instead of mutating one that other threads are reading.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -309,6 +310,42 @@ class CommandToolConfig(_Section):
         return description
 
 
+MCP_PREFIX = r"^[a-zA-Z0-9_-]{1,24}$"
+MCP_REQUIREMENT = "mcp>=1.30,<2"  # the same pin as pyproject.toml's mcp extra
+
+
+class McpServerConfig(_Section):
+    """An MCP server whose tools the model may call, as `<name>__<tool>`."""
+
+    name: str = _required(
+        "must be 1 to 24 letters, digits, '_' or '-' (the prefix of its tools' names)",
+        pattern=MCP_PREFIX,
+    )
+    url: str | None = _key(
+        None, "must be the server's Streamable HTTP URL, e.g. 'https://ha.example:8123/api/mcp'"
+    )
+    token_file: str | None = _key(
+        None,
+        "must be the path of a file holding only the bearer token, or the name of a systemd "
+        "credential (LoadCredential=)",
+    )
+    command: list[str] | None = _key(
+        None, 'must be the argv of a stdio MCP server, e.g. ["/usr/local/bin/my-mcp-server"]'
+    )
+    allow: list[str] = _required(
+        'must be a list of the server\'s tool names to offer, or ["*"] for all of them',
+        min_length=1,
+    )
+    confirm: Literal["press", "none"] = _key(
+        "press",
+        "must be 'press' (a tool the server does not mark read-only waits for a button press) "
+        "or 'none'",
+    )
+    plain_http: bool = False
+
+    _blank = field_validator("url", "token_file", mode="before")(_blank_is_none)
+
+
 class ToolsSection(_Section):
     enabled: bool = False
     builtin: list[
@@ -328,6 +365,13 @@ class ToolsSection(_Section):
         "must be a list of tables: write [[tools.command]] on a line of its own above each "
         "command's keys",
     )
+    mcp: list[McpServerConfig] = _key(
+        [],
+        "must be a list of tables: write [[tools.mcp]] on a line of its own above each "
+        "server's keys",
+    )
+    max_declared: int = _key(40, ge=1, le=128)
+    max_declared_bytes: int = _key(16000, ge=1000, le=100000)
 
     # Where each command stood in the file, when load_config had to drop broken ones to run the
     # checks across keys (None: `command` is the file's list as written).
@@ -445,6 +489,7 @@ def _check_tools(
                 "tools.enabled = true: no tool is configured (tools.builtin = [] and no "
                 "[[tools.command]]), so the model is offered none"
             )
+    _check_mcp(tools, errors, warnings)
     seen: dict[str, int] = {}
     for index, command in tools.numbered():
         base = f"tools.command[{index}]"
@@ -635,8 +680,8 @@ class Config(BaseSettings):
 # opened once, and the mode decides how the microphone and camera are wired. Everything else —
 # the endpoint, model, key, voice, instructions, VAD, carry-over, rollover, token limit, log
 # level, [tools] (the session's tool list is sent again) — applies at the next idle moment,
-# before the next turn starts.
-RESTART_ONLY = ("session.mode", "audio", "camera", "button", "led", "control")
+# before the next turn starts. The MCP servers are connected once, at start.
+RESTART_ONLY = ("session.mode", "tools.mcp", "audio", "camera", "button", "led", "control")
 
 SECTIONS: dict[str, type[BaseModel]] = {
     name: info.annotation
@@ -688,3 +733,49 @@ def allowed_text(info: FieldInfo, path: str) -> str:
     if ann is str:
         return "must be a non-empty string" if "min_length" in bounds else "must be a string"
     return "must be a path (a string)"
+
+
+def _check_mcp(tools: ToolsSection, errors: list[str], warnings: list[str]) -> None:
+    """Each MCP server: one transport, TLS unless said otherwise, its own prefix, and the SDK."""
+    prefixes: dict[str, int] = {}
+    for index, server in enumerate(tools.mcp):
+        base = f"tools.mcp[{index}]"
+        if (server.url is None) == (server.command is None):
+            errors.append(
+                f"{base}: give exactly one of url (a Streamable HTTP server) or command (a "
+                "stdio server)"
+            )
+        if server.url is not None:
+            scheme = urlsplit(server.url).scheme.lower()
+            if scheme == "http" and not server.plain_http:
+                errors.append(
+                    f"{base}.url = {server.url!r}: http:// sends the token and every call in "
+                    "clear text; use https://, or set plain_http = true for a server on your LAN"
+                )
+            elif scheme not in ("http", "https") or not urlsplit(server.url).hostname:
+                errors.append(f"{base}.url = {server.url!r}: must be an https:// URL with a host")
+            elif scheme == "http":
+                warnings.append(
+                    f"{base}.url = {server.url!r}: plain_http = true: the token and every call "
+                    "cross the network unencrypted"
+                )
+        elif server.token_file is not None:
+            errors.append(f"{base}.token_file: only a url server takes a token")
+        if server.command is not None and (
+            not server.command or not server.command[0].startswith("/")
+        ):
+            errors.append(
+                f"{base}.command = {server.command!r}: the first element must be the absolute "
+                "path of the server program"
+            )
+        if server.name in prefixes:
+            errors.append(
+                f"{base}.name = {server.name!r}: tools.mcp[{prefixes[server.name]}] has the "
+                "same name; each server needs its own prefix"
+            )
+        prefixes.setdefault(server.name, index)
+    if tools.mcp and importlib.util.find_spec("mcp") is None:
+        errors.append(
+            "tools.mcp: MCP servers need the official MCP SDK (omnid's mcp extra); install it "
+            f"with: sudo /opt/omnid/venv/bin/pip install '{MCP_REQUIREMENT}'"
+        )

@@ -116,6 +116,8 @@ class Conversation:
         self._wait_key: tuple[int, bool, bool, int] | None = None  # what the thinking clock times
         self._wait_since = 0.0
         self._disowned_answer = False  # the next unasked-for answer belongs to a lost turn
+        self._tools_changed = False  # an MCP server's tools came or went since the last update
+        self._declared: list[dict[str, Any]] = []  # the tools the current session was given
 
     @property
     def cfg(self) -> Config:
@@ -182,6 +184,8 @@ class Conversation:
             case ev.Reload():
                 if not self.settings.read_update():
                     self.notifier.ready()  # reported; the running configuration stays
+            case ev.ToolsChanged():
+                self._tools_changed = True  # declared again at the next idle moment
             case ev.Frame():
                 self.vision.offer(event)
             case ev.AudioLost():
@@ -209,6 +213,13 @@ class Conversation:
         if turn is None:
             if self.settings.pending is not None:
                 self._apply_reload()
+            elif self._tools_changed and self.session.ready:
+                self._tools_changed = False
+                declared = self.calls.tools.declared(self.cfg)
+                if declared != self._declared:  # a server retrying changes nothing on offer
+                    self._declared = declared
+                    log.info("the tools on offer changed: the session is told")
+                    self.session.reconfigure()
             elif self.session.next_ready:
                 self._swap()  # rollover, at a turn boundary
             elif self.session.rollover_due(now):
@@ -613,6 +624,7 @@ class Conversation:
 
     def _on_session_ready(self) -> None:
         self.vision.reset()  # a new session's buffer is empty
+        self._declared = self.calls.tools.declared(self.cfg)
         turn = self.turn
         if self.mode.streams_always:
             if turn is not None and turn.commit_pending:  # a drop cost the answer: replay

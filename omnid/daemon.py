@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omnid import events as ev
 from omnid.assembly import assemble
@@ -28,7 +28,11 @@ from omnid.led import StatusLed, open_led
 from omnid.micfeed import MicFeed
 from omnid.supervisor import Journal, Notifier, Watchdog
 from omnid.timers import TimerStore
+from omnid.tools.mcp import open_mcp
 from omnid.volume import VolumeStore, default_state_dir
+
+if TYPE_CHECKING:
+    from omnid.tools.mcp_client import McpHub
 
 log = logging.getLogger("omnid.daemon")
 
@@ -64,6 +68,7 @@ class Daemon:
         self.camera: CameraFeed | None = None
         self.control: ControlServer | None = None
         self.conversation: Conversation | None = None
+        self.mcp: McpHub | None = None
 
     def open(self) -> None:
         """Open the local devices and the control socket. A missing audio device does not stop
@@ -77,6 +82,7 @@ class Daemon:
             if cost.images_dominate:
                 log.warning("camera: images would dominate the cost (camera.fps, width, height)")
         state_dir = default_state_dir()
+        self.mcp = open_mcp(cfg, on_change=lambda: self.inbox.post(ev.ToolsChanged()))
         conversation = assemble(
             cfg,
             self.journal,
@@ -91,6 +97,7 @@ class Daemon:
             watchdog=Watchdog.from_env(),
             volume_store=VolumeStore(state_dir, default=cfg.audio.output_volume),
             timer_store=TimerStore(state_dir),
+            mcp=self.mcp,
             test_hooks=self.test_hooks,
         )
         self.conversation = conversation
@@ -131,6 +138,8 @@ class Daemon:
     def close(self) -> None:
         if self.camera is not None:
             self.camera.close()
+        if self.mcp is not None:
+            self.mcp.close()
         for part in (self.button, self.led, self.control):
             if part is not None:
                 part.close()

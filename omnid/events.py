@@ -128,6 +128,14 @@ class Reload:
 
 
 @dataclass(slots=True)
+class ToolsChanged:
+    """An MCP server came, went, or changed its tools: the session's tool list is sent again
+    at the next idle moment."""
+
+    t: float = field(default_factory=_now)
+
+
+@dataclass(slots=True)
 class Frame:
     """A camera frame, already JPEG-encoded within the service's limits, off the conversation
     thread (a slow camera must not delay audio)."""
@@ -186,6 +194,7 @@ Event = (
     | LinkFailed
     | Stop
     | Reload
+    | ToolsChanged
     | Frame
     | CameraTrouble
     | AudioLost

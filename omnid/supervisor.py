@@ -76,8 +76,9 @@ def setup_logging(level: str = "info", sender: Callable[..., Any] | None = None)
         out.setFormatter(_FieldsFormatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(out)
     root.setLevel(level.upper())
-    # Third-party chatter (websocket-client logs handshake details at debug) stays quiet.
-    for noisy in ("websocket", "websockets", "urllib3", "dashscope"):
+    # Third-party chatter (websocket-client logs handshake details at debug; httpx every request,
+    # MCP pings included; the MCP SDK its session ids) stays quiet.
+    for noisy in ("websocket", "websockets", "urllib3", "dashscope", "httpx", "httpcore", "mcp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -86,19 +86,29 @@ class Toolbox:
     """The declared tools of the current configuration (read live: a reload may change them),
     as the model sees them and as calls reach them."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, mode: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        mode: str,
+        version: Callable[[], int] = lambda: 0,
+        missing: Callable[[str], str] = lambda name: "",
+    ) -> None:
         self._settings = settings
         self._catalog = catalog
         self._mode = mode
-        self._built: tuple[Config, Mapping[str, Tool]] | None = None
+        self._missing = missing  # why a tool the model names is not there now ("" : unknown)
+        self._version = version  # moves when an MCP server's tools come or go
+        self._built: tuple[Config, int, Mapping[str, Tool]] | None = None
 
     def tools(self, cfg: Config | None = None) -> Mapping[str, Tool]:
         """The tools the model may call under `cfg` (default: the current config) in our mode."""
         cfg = cfg or self._settings.current
-        if self._built is None or self._built[0] is not cfg:
+        version = self._version()
+        if self._built is None or self._built[0] is not cfg or self._built[1] != version:
             tools = self._catalog(cfg, self._mode) if cfg.tools.enabled else {}
-            self._built = (cfg, tools)
-        return self._built[1]
+            self._built = (cfg, version, tools)
+        return self._built[2]
 
     def declared(self, cfg: Config) -> list[dict[str, Any]]:
         """`session.update.tools` in the nested form the service documents."""
@@ -107,6 +117,10 @@ class Toolbox:
     def prepare(self, call: FunctionCall) -> Invocation | Outcome:
         tool = self.tools().get(call.name)
         if tool is None:
+            gone = self._missing(call.name)
+            if gone:
+                log.warning("the model called %r: %s", call.name, gone)
+                return Outcome("error", error_output(f"{call.name} was not run: {gone}"))
             log.warning("the model called %r, which is not declared: refused", call.name)
             return Outcome("refused", error_output(f"no function named {call.name!r} is available"))
         try:
