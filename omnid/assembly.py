@@ -36,7 +36,7 @@ from omnid.testhooks import TestHooks
 from omnid.timers import Timers, TimerStore
 from omnid.tools import Toolbox
 from omnid.tools.catalog import build_catalog
-from omnid.tools.mcp import why_missing
+from omnid.tools.mcp import server_trouble, why_missing
 from omnid.turn import Turn
 from omnid.uplink import Uplink
 from omnid.vision import Vision
@@ -97,6 +97,7 @@ def assemble(
         cfg.session.mode,
         version=(lambda: mcp.generation) if mcp is not None else (lambda: 0),
         missing=why_missing(cfg, mcp) if mcp is not None else (lambda name: ""),
+        trouble=server_trouble(mcp) if mcp is not None else (lambda: []),
     )
     session = Session(
         settings, inbox.post, journal, clock, history, open_link, declare=tools.declared

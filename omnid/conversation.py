@@ -107,7 +107,9 @@ class Conversation:
         self.mode: Mode = MODES[settings.current.session.mode]  # restart-only: fixed
         self.responses = ServiceResponses()
         self.pre_roll = PreRoll(PRE_ROLL_S)
-        self.status_report = Status(session, uplink, health, budget, feedback, timers, clock)
+        self.status_report = Status(
+            session, uplink, health, budget, feedback, timers, calls.tools, clock
+        )
         self.state = "idle"  # idle | listening | thinking | speaking
         self.turn: Turn | None = None
         self.turns = 0

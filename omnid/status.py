@@ -13,6 +13,7 @@ from omnid.health import Health
 from omnid.quota import DailyBudget
 from omnid.session import Session
 from omnid.timers import Timers
+from omnid.tools import Toolbox
 from omnid.uplink import Uplink
 
 # Brief drops are healed before anyone notices; only an outage this long is announced.
@@ -51,9 +52,11 @@ class Status:
         budget: DailyBudget,
         feedback: Feedback,
         timers: Timers,
+        tools: Toolbox,
         clock: Callable[[], float],
     ) -> None:
         self._timers = timers
+        self._tools = tools
         self._session = session
         self._uplink = uplink
         self._health = health
@@ -82,12 +85,15 @@ class Status:
         }
 
     def line(self, state: str, turns: int) -> str:
-        """systemd's STATUS=: one human line, and the timers running."""
+        """systemd's STATUS=: one human line, the timers running, and a tool server that is
+        not there (an MCP server down or refusing the token)."""
+        parts = [self._line(state, turns)]
         timers = self._timers.running()
-        if not timers:
-            return self._line(state, turns)
-        left = ", ".join(f"{t.label} {_mm_ss(self._timers.remaining_s(t))}" for t in timers)
-        return f"{self._line(state, turns)}; timers: {left}"
+        if timers:
+            left = ", ".join(f"{t.label} {_mm_ss(self._timers.remaining_s(t))}" for t in timers)
+            parts.append(f"timers: {left}")
+        parts += self._tools.trouble()
+        return "; ".join(parts)
 
     def _line(self, state: str, turns: int) -> str:
         state = self.public(state)

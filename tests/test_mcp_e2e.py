@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from omnid.config_schema import MCP_REQUIREMENT
-from tests.harness import ROOT, make_key
+from tests.harness import ROOT, NotifySocket, make_key
 from tests.test_mcp_client import SERVERS, HttpServer, http_server, read_calls, wait_until
 from tests.test_tools_e2e import events, start, talk, tool_records, tools_config
 
@@ -163,11 +163,13 @@ def test_a_wrong_token_leaves_that_server_out_and_the_box_talking(
     token_file.write_text(wrong + "\n")
     script = [{"calls": [{"name": "local__GetLiveContext", "arguments": {}}]}]
     (tmp_path / "script.json").write_text(json.dumps(script))
+    notify = NotifySocket(tmp_path / "notify.sock")
     sim, daemon = start(
         tmp_path,
         mcp_config(tmp_path, http_server, token_file),
         "--script",
         str(tmp_path / "script.json"),
+        env={"NOTIFY_SOCKET": str(notify.path)},
     )
     try:
         wait_until(lambda: "local__echo" in declared(events(sim)), "the stdio server's tools")
@@ -176,7 +178,10 @@ def test_a_wrong_token_leaves_that_server_out_and_the_box_talking(
     finally:
         code = daemon.stop()
         sim.stop()
+        notify.close()
     assert code == 0 and turn["OMNID_OUTCOME"] == "answered"
+    status = [m for _, m in notify.messages if m.startswith("STATUS=")]
+    assert any("MCP home refused: HTTP 401" in m for m in status), status[-3:]
     assert not [name for name in declared(events(sim)) if name.startswith("home__")]
     refused = [line for line in daemon.lines if "home" in line and "401" in line]
     assert len(refused) == 1, refused

@@ -93,11 +93,13 @@ class Toolbox:
         mode: str,
         version: Callable[[], int] = lambda: 0,
         missing: Callable[[str], str] = lambda name: "",
+        trouble: Callable[[], list[str]] = lambda: [],
     ) -> None:
         self._settings = settings
         self._catalog = catalog
         self._mode = mode
         self._missing = missing  # why a tool the model names is not there now ("" : unknown)
+        self.trouble = trouble  # what is wrong with the tools' sources now, for STATUS
         self._version = version  # moves when an MCP server's tools come or go
         self._built: tuple[Config, int, Mapping[str, Tool]] | None = None
 

@@ -157,3 +157,13 @@ def why_missing(cfg: Config, hub: McpHub) -> Callable[[str], str]:
         return ""
 
     return missing
+
+
+def server_trouble(hub: McpHub) -> Callable[[], list[str]]:
+    """For STATUS: each MCP server that is not connected now, and why."""
+
+    def trouble() -> list[str]:
+        states = ((name, hub.state(name)) for name in hub.servers)
+        return [f"MCP {name} {state}" for name, state in states if state != "connected"]
+
+    return trouble
