@@ -1,4 +1,5 @@
-"""MCP servers' tools as declarations the service accepts (`omnid.tools.mcp_schema`).
+"""MCP servers' tools as declarations the service accepts: their names
+(`omnid.tools.mcp_names`) and schemas (`omnid.tools.mcp_schema`).
 
 The Home Assistant fixtures have the shape HA's `mcp_server` lists its Assist tools in: each
 intent's slot schema through voluptuous-openapi, only `type` and `properties` kept (no
@@ -19,10 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
+from omnid.tools.mcp_names import NAME_RULE, NameMap
 from omnid.tools.mcp_schema import (
     MAX_DESCRIPTION,
-    NAME_RULE,
-    NameMap,
     declaration,
     declared_bytes,
     select,

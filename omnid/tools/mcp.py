@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from omnid.config import Config
 from omnid.config_schema import McpServerConfig
 from omnid.tools import Outcome, Tool
-from omnid.tools.mcp_schema import NameMap, declaration
+from omnid.tools.mcp_names import NameMap
+from omnid.tools.mcp_schema import declaration
 
 if TYPE_CHECKING:
     from omnid.tools.mcp_client import McpHub, McpTool
