@@ -1,6 +1,7 @@
 """One session's function calling: the calls it issues, the outputs it accepts, the follow-up.
 
-The service is stricter than silence about tool results, and a client bug here (an output for a
+The docs say what a client sends after a call, not what the service does when it gets it wrong.
+Where they are silent the simulator is strict on purpose: a client bug here (an output for a
 call that never existed, sent twice, sent before the calling response ended, or a
 `response.create` that forgets a call) would otherwise only show as a confused answer in the
 field; so each such mistake is one `error` event, and the session stays usable.
