@@ -151,17 +151,22 @@ def exposure(output: str) -> float:
     return float(m.group(1))
 
 
-@needs_analyze
-def test_security_exposure_at_most_2() -> None:
-    # --threshold takes the level in tenths (0-100) in the systemd versions we meet (Debian 12's
-    # 252 rejects "2.0"), so 20 means 2.0; the level is also read back and checked here.
+def security(unit: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """`systemd-analyze security` of `unit`: its overall exposure, and the run. --threshold takes
+    the level in tenths (0-100) in the systemd versions we meet (Debian 12's 252 rejects "2.0"),
+    so 20 means 2.0; the level is also read back, for the caller to check."""
     done = subprocess.run(
-        [str(ANALYZE), "security", "--offline=true", "--threshold=20", str(UNIT)],
+        [str(ANALYZE), "security", "--offline=true", "--threshold=20", str(unit)],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    level = exposure(done.stdout + done.stderr)
+    return exposure(done.stdout + done.stderr), done
+
+
+@needs_analyze
+def test_security_exposure_at_most_2() -> None:
+    level, done = security(UNIT)
     print(f"\nsystemd-analyze security: overall exposure {level}")
     assert done.returncode == 0, done.stdout + done.stderr
     assert level <= 2.0
@@ -315,13 +320,7 @@ def test_the_readme_relay_drop_in_verifies_and_keeps_the_exposure(tmp_path: Path
     copy = tmp_path / "omnid.service"
     copy.write_text(text)
     verify_clean(copy)
-    done = subprocess.run(
-        [str(ANALYZE), "security", "--offline=true", "--threshold=20", str(copy)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    level = exposure(done.stdout + done.stderr)
+    level, done = security(copy)
     print(f"\nwith the relay drop-in: overall exposure {level}")
     assert done.returncode == 0 and level <= 2.0
 
