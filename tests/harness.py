@@ -51,6 +51,7 @@ def clean_env(**extra: str) -> dict[str, str]:
         )
     }
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONWARNINGS"] = "error::DeprecationWarning"  # as pyproject.toml's filterwarnings
     env.update(extra)
     return env
 

@@ -7,6 +7,11 @@ Devices are named as sounddevice matches them (an ALSA name or a unique substrin
 "name, host API"), by index, or "default". Each direction negotiates a rate: the wire rate first
 (no resampling), then the rates USB and HAT devices commonly accept; mono first, then stereo for
 devices that only open two channels (capture keeps the first channel, playback duplicates).
+
+The streams are sounddevice's raw ones: the callbacks get PortAudio's buffers as bytes and shape
+the int16 views here. sounddevice's NumPy streams build each callback's array by assigning to
+`ndarray.shape`, which NumPy 2.5 deprecates and a later NumPy removes; in the audio callback that
+would stop capture and playback the day the removal lands, so nothing here depends on it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from omnid.audio.base import (
     WIRE_IN,
     WIRE_OUT,
     AudioDeviceError,
-    Int16Array,
     MicCallback,
     Microphone,
     Speaker,
@@ -37,6 +41,9 @@ Kind = Literal["input", "output"]
 INPUT_RATES: tuple[int, ...] = (WIRE_IN, 48_000, 44_100, 24_000)
 OUTPUT_RATES: tuple[int, ...] = (WIRE_OUT, 48_000, 44_100, 16_000)
 LISTED_RATES: tuple[int, ...] = (16_000, 24_000, 44_100, 48_000)
+PaBuffer = Any
+"""What a raw stream's callback gets: a cffi buffer over PortAudio's memory, valid only during the
+callback (NumPy's stubs do not know the type, which is why it is `Any`)."""
 _CHANNELS_KEY = {"input": "max_input_channels", "output": "max_output_channels"}
 
 
@@ -167,7 +174,7 @@ class PortAudioMicrophone(_StreamOwner, Microphone):
         self.channels = channels
         self.overflows = 0
         self._init_stream(
-            lambda: sd.InputStream(
+            lambda: sd.RawInputStream(
                 device=info["index"],
                 samplerate=rate,
                 channels=channels,
@@ -182,11 +189,12 @@ class PortAudioMicrophone(_StreamOwner, Microphone):
         )
         log.debug("input %r opened at %d Hz × %d", self.name, rate, channels)
 
-    def _callback(self, indata: Int16Array, frames: int, time_info: Any, status: Any) -> None:
+    def _callback(self, indata: PaBuffer, frames: int, time_info: Any, status: Any) -> None:
         t = time.monotonic()
         if status.input_overflow:
             self.overflows += 1
-        self._deliver(indata[:, 0], t)
+        samples = np.frombuffer(indata, dtype=np.int16)
+        self._deliver(samples if self.channels == 1 else samples[:: self.channels], t)
 
     def start(self) -> None:
         self._start_stream()
@@ -216,7 +224,7 @@ class PortAudioSpeaker(_StreamOwner, Speaker):
         self._mono = np.zeros(blocksize, dtype=np.int16)  # allocated here, not in the callback
         self._scaled = np.zeros(blocksize, dtype=np.float32)
         self._init_stream(
-            lambda: sd.OutputStream(
+            lambda: sd.RawOutputStream(
                 device=info["index"],
                 samplerate=rate,
                 channels=channels,
@@ -231,10 +239,11 @@ class PortAudioSpeaker(_StreamOwner, Speaker):
         )
         log.debug("output %r opened at %d Hz × %d", self.name, rate, channels)
 
-    def _callback(self, outdata: Int16Array, frames: int, time_info: Any, status: Any) -> None:
+    def _callback(self, outdata: PaBuffer, frames: int, time_info: Any, status: Any) -> None:
         if status.output_underflow:
             self.underflows += 1
-        self._render(outdata, time.monotonic())
+        out = np.frombuffer(outdata, dtype=np.int16).reshape(frames, self.channels)
+        self._render(out, time.monotonic())
 
     def start(self) -> None:
         self._start_stream()
