@@ -161,7 +161,7 @@ def main() -> int:
     conversation.update_session(
         output_modalities=[MultiModality.AUDIO, MultiModality.TEXT],
         enable_input_audio_transcription=True,
-        input_audio_transcription_model="gummy-realtime-v1",
+        input_audio_transcription_model="qwen3-asr-flash-realtime",
         enable_turn_detection=True,
         turn_detection_type="server_vad",
         turn_detection_threshold=0.5,

@@ -123,7 +123,7 @@ class SessionSection(_Section):
     instructions: str = DEFAULT_INSTRUCTIONS
     modalities: list[str] = _key(["text", "audio"], """must be ["text"] or ["text", "audio"]""")
     transcribe_input: bool = True
-    transcription_model: str = _key("gummy-realtime-v1", min_length=1)
+    transcription_model: str = _key("qwen3-asr-flash-realtime", min_length=1)
     enable_search: bool = False
     rollover_after_min: float = _key(110.0, gt=0, lt=120)
     carry_over_turns: int = _key(6, ge=0, le=50)

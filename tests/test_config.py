@@ -521,6 +521,21 @@ def test_effective_voice_defaults_per_model(
     assert load_config(SHIPPED).effective_voice == voice
 
 
+
+def test_transcription_names_the_newest_model_and_older_configs_still_load(
+    tmp_path: Path, clean_environ: None
+) -> None:
+    """The service's newest docs call the input transcription model `qwen3-asr-flash-realtime`
+    (formerly `gummy-realtime-v1`); a config written for the old name keeps working."""
+    from omnid.session import session_config
+
+    sent = session_config(load_config(SHIPPED), "", [])["input_audio_transcription"]
+    assert sent == {"model": "qwen3-asr-flash-realtime"}
+    old = tmp_path / "old.toml"
+    old.write_text('[session]\ntranscription_model = "gummy-realtime-v1"\n')
+    sent = session_config(load_config(old), "", [])["input_audio_transcription"]
+    assert sent == {"model": "gummy-realtime-v1"}
+
 def test_config_is_frozen_and_checks_across_keys_when_built_directly() -> None:
     cfg = Config()
     with pytest.raises(ValidationError):

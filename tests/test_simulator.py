@@ -214,6 +214,20 @@ def test_session_update_accepts_what_the_sdk_sends(sim: RunningSimulator) -> Non
     assert "some_future_field" not in event["session"]
 
 
+
+@pytest.mark.parametrize("named", ["qwen3-asr-flash-realtime", "gummy-realtime-v1", None])
+def test_the_transcription_model_is_the_services_whatever_is_named(
+    sim: RunningSimulator, named: str | None
+) -> None:
+    """The newest docs name one transcription model that cannot be changed: an older config's
+    `gummy-realtime-v1` and the SDK's null are accepted, and the session says which one runs."""
+    ws = connect(sim)
+    recv(ws)
+    send(ws, "session.update", session={"input_audio_transcription": {"model": named}})
+    event = recv(ws)
+    assert event["type"] == "session.updated"
+    assert event["session"]["input_audio_transcription"] == {"model": "qwen3-asr-flash-realtime"}
+
 # -- a manual turn --------------------------------------------------------------------------------
 
 RESPONSE_HEAD = [
