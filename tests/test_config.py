@@ -521,7 +521,6 @@ def test_effective_voice_defaults_per_model(
     assert load_config(SHIPPED).effective_voice == voice
 
 
-
 def test_transcription_names_the_newest_model_and_older_configs_still_load(
     tmp_path: Path, clean_environ: None
 ) -> None:
@@ -535,6 +534,7 @@ def test_transcription_names_the_newest_model_and_older_configs_still_load(
     old.write_text('[session]\ntranscription_model = "gummy-realtime-v1"\n')
     sent = session_config(load_config(old), "", [])["input_audio_transcription"]
     assert sent == {"model": "gummy-realtime-v1"}
+
 
 def test_config_is_frozen_and_checks_across_keys_when_built_directly() -> None:
     cfg = Config()

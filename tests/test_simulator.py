@@ -214,7 +214,6 @@ def test_session_update_accepts_what_the_sdk_sends(sim: RunningSimulator) -> Non
     assert "some_future_field" not in event["session"]
 
 
-
 @pytest.mark.parametrize("named", ["qwen3-asr-flash-realtime", "gummy-realtime-v1", None])
 def test_the_transcription_model_is_the_services_whatever_is_named(
     sim: RunningSimulator, named: str | None
@@ -227,6 +226,7 @@ def test_the_transcription_model_is_the_services_whatever_is_named(
     event = recv(ws)
     assert event["type"] == "session.updated"
     assert event["session"]["input_audio_transcription"] == {"model": "qwen3-asr-flash-realtime"}
+
 
 # -- a manual turn --------------------------------------------------------------------------------
 
