@@ -79,7 +79,7 @@ def reply_score(out: npt.ArrayLike, utterance: npt.NDArray[np.int16]) -> float:
     back resampled to 24 kHz: 1.0 = the user's own words came back intact."""
     expected = soxr.resample(utterance.astype(np.float64), IN_RATE, OUT_RATE)
     scores = match_scores(out, expected)
-    return float(scores.max()) if len(scores) else 0.0
+    return float(np.max(scores)) if len(scores) else 0.0
 
 
 def earcon_times(out: npt.ArrayLike, name: str) -> list[float]:
