@@ -298,13 +298,16 @@ def _real_install_problem() -> str | None:
         return "the real install path needs root (it runs in a private overlay)"
     if shutil.which("unshare") is None or shutil.which("dpkg-query") is None:
         return "needs unshare(1) and dpkg-query (Debian)"
-    missing = [
-        p
-        for p in PACKAGES
-        if "install ok installed"
-        not in subprocess.run(
+
+    def installed(p: str) -> bool:
+        status = subprocess.run(
             ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True
         ).stdout
+        return "install ok installed" in status
+
+    # trixie's ALSA library is libasound2t64; libasound2 is only a virtual name there.
+    missing = [
+        p for p in PACKAGES if not installed(p) and not (p == "libasound2" and installed(p + "t64"))
     ]
     if missing:  # the installer would run apt-get (network, minutes): not in a unit test
         return f"Debian packages missing (scripts/setup installs them): {missing}"
