@@ -56,7 +56,8 @@ arm32_soxr_problem() {
   cat <<'EOF'
 on 32-bit ARM with Debian 12 (bookworm), soxr has neither a wheel on PyPI nor a Debian package,
 and pip is not set up to use piwheels (Raspberry Pi OS does this in /etc/pip.conf). Either:
-  - add piwheels:  printf '[global]\nextra-index-url=https://www.piwheels.org/simple\n' | sudo tee -a /etc/pip.conf
+  - add piwheels: in /etc/pip.conf, under [global] (create the section if the file has none),
+    the line  extra-index-url=https://www.piwheels.org/simple  (as Raspberry Pi OS ships it)
   - or use a trixie-based system (Raspberry Pi OS 13), which packages python3-soxr.
 EOF
 }
@@ -64,7 +65,7 @@ EOF
 # What to say when pip failed on 32-bit ARM (it was told not to build the compiled packages).
 arm32_pip_hint() {
   cat <<EOF
-on 32-bit ARM, numpy, soxr, Pillow and cffi come from Debian ($(arm32_packages | tr '\n' ' '| sed 's/ $//'))
+on 32-bit ARM, numpy, soxr, Pillow and cffi come from Debian ($(arm32_packages | paste -sd ' '))
 or piwheels, never from a source build; pip found no usable copy of one of them (its error is above).
 EOF
 }
