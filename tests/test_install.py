@@ -290,7 +290,7 @@ cmp /etc/systemd/system/omnid.service "$UNIT"
 if id omnid >/dev/null 2>&1; then echo "user still there" >&2; exit 1; fi
 test ! -e /etc/omnid && test ! -e /opt/omnid
 """
-PACKAGES = ["python3-venv", "libportaudio2", "libasound2", "libsystemd-dev", "pkg-config", "gcc"]
+PACKAGES = ["python3-venv", "libportaudio2", "libsystemd-dev", "pkg-config", "gcc"]
 
 
 def _real_install_problem() -> str | None:
@@ -305,10 +305,7 @@ def _real_install_problem() -> str | None:
         ).stdout
         return "install ok installed" in status
 
-    # trixie's ALSA library is libasound2t64; libasound2 is only a virtual name there.
-    missing = [
-        p for p in PACKAGES if not installed(p) and not (p == "libasound2" and installed(p + "t64"))
-    ]
+    missing = [p for p in PACKAGES if not installed(p)]
     if missing:  # the installer would run apt-get (network, minutes): not in a unit test
         return f"Debian packages missing (scripts/setup installs them): {missing}"
     probe = subprocess.run(

@@ -11,9 +11,6 @@ deb_installed() {
 deb_missing() {
   local p
   for p in "$@"; do
-    # trixie renamed the ALSA library for the 64-bit time_t transition; libasound2 is only a
-    # virtual name there, which dpkg never reports as installed.
-    if [ "$p" = libasound2 ] && deb_installed libasound2t64; then continue; fi
     deb_installed "$p" || printf '%s\n' "$p"
   done
 }
