@@ -118,7 +118,7 @@ class VadSection(_Section):
 
 
 class SessionSection(_Section):
-    mode: Literal["manual", "vad"] = "manual"
+    mode: Literal["manual", "vad", "wake"] = "manual"
     voice: str = _key("", "must be a voice name such as 'Tina', or '' for the model's own default")
     instructions: str = DEFAULT_INSTRUCTIONS
     modalities: list[str] = _key(["text", "audio"], """must be ["text"] or ["text", "audio"]""")
@@ -196,6 +196,31 @@ class ButtonSection(_Section):
 class LedSection(_Section):
     enabled: bool = False
     pin: str = _key("GPIO27", _PIN, min_length=1)
+
+
+WAKE_MODELS = ("okay_nabu", "hey_jarvis", "hey_mycroft", "alexa")
+"""The microWakeWord models that ship inside pymicro-wakeword's wheel."""
+
+
+class WakeSection(_Section):
+    """Wake-word mode's detector and its windows (only read with `session.mode = "wake"`)."""
+
+    model: str = _key(
+        "okay_nabu",
+        f"must be one of {', '.join(WAKE_MODELS)}, or the path of a model manifest (.json)",
+        min_length=1,
+    )
+    # None: the model's own cutoff, from its manifest (okay_nabu 0.85).
+    probability_cutoff: float | None = _key(None, "must be a number between 0 and 1", gt=0, lt=1)
+    # The detector stays above its cutoff for up to ~0.7 s per utterance: one wake, not several.
+    refractory_s: float = _key(1.0, ge=0.2, le=10)
+    follow_up_s: float = _key(5.0, ge=0, le=60)
+    no_speech_s: float = _key(4.0, ge=1, le=30)
+    # A short tone on the wake word. It is not masked from the uplink (a mask would cut the
+    # words said straight after the wake word), so it is off unless the owner wants it.
+    earcon: bool = False
+
+    _blank = field_validator("probability_cutoff", mode="before")(_blank_is_none)
 
 
 class UsageSection(_Section):
@@ -635,6 +660,7 @@ class Config(BaseSettings):
     camera: CameraSection = Field(default_factory=CameraSection)
     button: ButtonSection = Field(default_factory=ButtonSection)
     led: LedSection = Field(default_factory=LedSection)
+    wake: WakeSection = Field(default_factory=WakeSection)
     usage: UsageSection = Field(default_factory=UsageSection)
     control: ControlSection = Field(default_factory=ControlSection)
     log: LogSection = Field(default_factory=LogSection)
@@ -677,11 +703,21 @@ class Config(BaseSettings):
 
 
 # What a reload (SIGHUP) cannot change in a running daemon: the devices, sockets and pins are
-# opened once, and the mode decides how the microphone and camera are wired. Everything else —
-# the endpoint, model, key, voice, instructions, VAD, carry-over, rollover, token limit, log
-# level, [tools] (the session's tool list is sent again) — applies at the next idle moment,
-# before the next turn starts. The MCP servers are connected once, at start.
-RESTART_ONLY = ("session.mode", "tools.mcp", "audio", "camera", "button", "led", "control")
+# opened once, the mode decides how the microphone and camera are wired, and the wake-word
+# detector is loaded once. Everything else — the endpoint, model, key, voice, instructions, VAD,
+# carry-over, rollover, token limit, log level, [tools] (the session's tool list is sent again)
+# — applies at the next idle moment, before the next turn starts. The MCP servers are connected
+# once, at start.
+RESTART_ONLY = (
+    "session.mode",
+    "tools.mcp",
+    "audio",
+    "camera",
+    "button",
+    "led",
+    "control",
+    "wake",
+)
 
 SECTIONS: dict[str, type[BaseModel]] = {
     name: info.annotation

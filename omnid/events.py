@@ -61,6 +61,17 @@ class SpeakerEvent:
 
 
 @dataclass(slots=True)
+class Wake:
+    """The wake word, heard on the box (`wake.WakeListener`): the uplink opens with the audio
+    captured since `start_t` (just before the phrase began)."""
+
+    model: str
+    probability: float
+    start_t: float
+    t: float = field(default_factory=_now)
+
+
+@dataclass(slots=True)
 class Press:
     source: str = "ctl"
     t: float = field(default_factory=_now)
@@ -184,6 +195,7 @@ Event = (
     MicReady
     | FunctionResult
     | SpeakerEvent
+    | Wake
     | Press
     | Release
     | Tap
