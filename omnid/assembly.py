@@ -41,6 +41,7 @@ from omnid.turn import Turn
 from omnid.uplink import Uplink
 from omnid.vision import Vision
 from omnid.volume import VolumeStore
+from omnid.wake import WakeListener
 
 if TYPE_CHECKING:
     from omnid.tools.mcp_client import McpHub
@@ -65,6 +66,7 @@ def assemble(
     volume_store: VolumeStore | None = None,
     timer_store: TimerStore | None = None,
     mcp: McpHub | None = None,
+    listener: WakeListener | None = None,
     wall: Callable[[], float] = time.time,
     open_link: Callable[[], Link] | None = None,
     test_hooks: bool = False,
@@ -127,4 +129,5 @@ def assemble(
         clock=clock,
         devices=devices,
         hooks=hooks,
+        listener=listener,
     )

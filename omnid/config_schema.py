@@ -456,7 +456,8 @@ def cross_check(
                     f"session.voice = {voice!r}: not in omnid's list for {info.name}; {hint}"
                     f"it is sent as given (known voices: {choices})"
                 )
-        if session.mode == "vad" and session.vad.type == "semantic_vad" and not info.semantic_vad:
+        vad = session.mode in ("vad", "wake")  # the service's VAD ends the turn
+        if vad and session.vad.type == "semantic_vad" and not info.semantic_vad:
             errors.append(
                 f"session.vad.type = 'semantic_vad': model {info.name} has no semantic_vad; "
                 "use session.vad.type = 'server_vad' with it"

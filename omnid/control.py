@@ -35,6 +35,7 @@ class Controllable(Protocol):
     def tap(self, t: float) -> None: ...
     def status(self) -> dict[str, Any]: ...
     def volume(self, args: list[str]) -> dict[str, Any]: ...
+    def mute(self, args: list[str]) -> dict[str, Any]: ...
 
 
 def answer(target: Controllable, req: ControlRequest) -> None:
@@ -51,12 +52,16 @@ def answer(target: Controllable, req: ControlRequest) -> None:
         req.reply(target.status())
     elif req.command == "volume":
         req.reply(target.volume(req.args))
+    elif req.command == "mute":
+        req.reply(target.mute(req.args))
     else:
         req.reply(
             {
                 "ok": False,
                 "state": target.public_state,
-                "error": f"unknown command {req.command!r} (press, release, tap, status, volume)",
+                "error": (
+                    f"unknown command {req.command!r} (press, release, tap, status, volume, mute)"
+                ),
             }
         )
 

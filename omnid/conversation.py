@@ -48,6 +48,8 @@ from omnid.turn import Turn
 from omnid.uplink import Uplink
 from omnid.usage import record_usage
 from omnid.vision import Vision
+from omnid.wake import WakeListener
+from omnid.wakewindow import WakeWindow
 
 log = logging.getLogger("omnid.conversation")
 
@@ -58,6 +60,7 @@ OFFLINE_TURN_TIMEOUT_S = 30.0  # released while offline: give up after this long
 CONFIRM_MARGIN_S = 1.0  # audio sent this shortly before a server event may still be in flight
 PRE_ROLL_S = 3.0  # recent microphone audio kept for a turn that opens after its first words
 CREATE_RETRY_S = 5.0  # results sent, no response.created: ask again (once) after this long
+LONG_PRESS_S = 2.0  # wake mode: a press held this long mutes (or unmutes) the microphone
 
 
 class Conversation:
@@ -83,6 +86,7 @@ class Conversation:
         clock: Callable[[], float],
         devices: AudioDevices | None = None,
         hooks: TestHooks | None = None,
+        listener: WakeListener | None = None,
     ) -> None:
         self.settings = settings
         self.inbox = inbox
@@ -104,11 +108,21 @@ class Conversation:
         self.clock = clock
         self.devices = devices
         self.hooks = hooks
+        self.listener = listener  # wake mode's detector (it hears what is played, too)
         self.mode: Mode = MODES[settings.current.session.mode]  # restart-only: fixed
+        self.window = WakeWindow(settings, feedback, clock)
         self.responses = ServiceResponses()
         self.pre_roll = PreRoll(PRE_ROLL_S)
         self.status_report = Status(
-            session, uplink, health, budget, feedback, timers, calls.tools, clock
+            session,
+            uplink,
+            health,
+            budget,
+            feedback,
+            timers,
+            calls.tools,
+            clock,
+            self.window if self.mode.gated else None,
         )
         self.state = "idle"  # idle | listening | thinking | speaking
         self.turn: Turn | None = None
@@ -120,6 +134,7 @@ class Conversation:
         self._disowned_answer = False  # the next unasked-for answer belongs to a lost turn
         self._tools_changed = False  # an MCP server's tools came or went since the last update
         self._declared: list[dict[str, Any]] = []  # the tools the current session was given
+        self._pressed_t: float | None = None  # wake mode: when the button went down
 
     @property
     def cfg(self) -> Config:
@@ -159,6 +174,8 @@ class Conversation:
                 self._on_server(event)
             case ev.SpeakerEvent():
                 self._on_speaker(event)
+            case ev.Wake():
+                self.wake(event)
             case ev.Press():
                 self.press(event.t)
             case ev.Release():
@@ -211,6 +228,8 @@ class Conversation:
         self.session.tick(now)
         self.health.tick(now)
         self.vision.tick()
+        if self.mode.gated and self.window.expired(now):
+            self._shut_uplink()
         turn = self.turn
         if turn is None:
             if self.settings.pending is not None:
@@ -295,16 +314,21 @@ class Conversation:
         if self.budget.exhausted and self.state == "idle":
             self._refuse(t)
             return
+        self._pressed_t = t
         if self.state in ("thinking", "speaking"):
             self._interrupt()  # over the answer: stop it (push-to-talk then listens)
-            if self.mode.press != "talk":
+            if self.mode.press == "mute":
                 return
         elif self.mode.press == "mute":
             if self.state == "idle":
-                self.uplink.muted = not self.uplink.muted
-                log.info("microphone %s", "muted" if self.uplink.muted else "unmuted")
+                self._mute(not self.uplink.muted)
             return
         if self.state == "listening":
+            return
+        if self.mode.press == "wake":
+            if not self.uplink.muted:  # a long press (the release decides) unmutes
+                self.window.press(t)
+                self._open_uplink(t, masks=True)
             return
         self._open_turn(t)
         self.feedback.cue("listening", t)  # capture runs from the press; the earcon is masked
@@ -326,6 +350,11 @@ class Conversation:
         return turn
 
     def release(self, t: float) -> None:
+        pressed, self._pressed_t = self._pressed_t, None
+        if self.mode.press == "wake" and pressed is not None and self.state != "listening":
+            if t - pressed >= LONG_PRESS_S:
+                self._mute(not self.uplink.muted)
+            return
         turn = self.turn
         if turn is None or self.state != "listening" or self.mode.service_detects_turns:
             return
@@ -343,6 +372,60 @@ class Conversation:
         self.vision.turn_end()
         self.feedback.cue("sent")
         self._commit(turn)
+
+    def wake(self, event: ev.Wake) -> None:
+        """The wake word, heard on the box: over an answer it interrupts; then the uplink opens
+        with what was said from just before the phrase began."""
+        if not self.mode.gated or self.uplink.muted:
+            return  # muted: the box hears nothing (a detection already on its way is dropped)
+        if self.alarm.stop("the wake word"):
+            return
+        if self.state == "listening":
+            return  # the wake word said again inside a turn is part of what is said
+        if self.budget.exhausted:
+            self._refuse(event.t)
+            return
+        if self.state in ("thinking", "speaking"):
+            self._interrupt()
+            self.playback.guard.lift()  # the user is speaking: no echo tail to wait out
+        self.window.wake(event.model, event.probability, event.t)
+        self._open_uplink(event.start_t, masks=False)
+        self.feedback.cue("woken")
+
+    def _open_uplink(self, since: float, masks: bool) -> None:
+        """Wake mode: the window opened. What was heard since `since` goes first (the wake
+        phrase and what followed it, already captured), then every block as it comes."""
+        if not self.session.ready:
+            self.session.connect_now(user=True)  # the pre-roll waits for the session
+        for block in self.pre_roll.since(since):
+            self.uplink.stream(self.uplink.gate(block, masks), block.t)
+
+    def _shut_uplink(self) -> None:
+        """Wake mode: the window shut without a turn. Whatever of it is still on the box is
+        dropped, and the service forgets what it got."""
+        self.uplink.discard()
+        self.vision.committed()  # no image may follow audio that is no longer in the buffer
+        if self.session.ready:
+            self.session.send(protocol.audio_clear())
+
+    def _mute(self, muted: bool) -> None:
+        """Hands-free and wake mode: the microphone off (or on again); in wake mode the
+        detector stops listening too."""
+        self.uplink.muted = muted
+        if self.listener is not None:
+            self.listener.paused = muted
+        if muted and self.mode.gated and self.window.is_open and self.turn is None:
+            self.window.shut()
+            self._shut_uplink()
+        log.info("microphone %s", "muted" if muted else "unmuted")
+
+    def mute(self, args: list[str]) -> dict[str, Any]:
+        """`omnid ctl mute [on|off]` (without an argument: toggle)."""
+        if args and args[0] not in ("on", "off"):
+            return {"ok": False, "state": self.public_state, "error": "mute takes on or off"}
+        self._mute(args[0] == "on" if args else not self.uplink.muted)
+        self._status()
+        return {"ok": True, "state": self.public_state, "muted": self.uplink.muted}
 
     def tap(self, t: float) -> None:
         if self.alarm.stop("a tap"):
@@ -384,6 +467,8 @@ class Conversation:
         pcm = self.uplink.gate(block)
         turn = self.turn
         if self.mode.streams_always:
+            if self.mode.gated and not self.window.is_open:
+                return  # nothing leaves the box before the wake word
             self.uplink.stream(pcm, block.t)
             if turn is not None and self.state == "listening":
                 turn.add(pcm)  # kept for a replay should the link drop before the answer
@@ -497,6 +582,8 @@ class Conversation:
         if self.state in ("thinking", "speaking"):
             self._interrupt()
         if self.state != "listening":
+            if self.mode.gated:
+                self.window.turn_started()
             self._open_turn(t, event.item_id)
 
     def _on_response_created(self, event: protocol.ResponseCreated, t: float) -> None:
@@ -514,6 +601,8 @@ class Conversation:
             self._disowned_answer = False
             self._send_cancel()  # the answer to a turn already given up as lost
         elif turn is None:  # hands-free: an answer to speech whose speech_started we missed
+            if self.mode.gated:
+                self.window.turn_started()
             turn = self._new_turn(t)
             turn.response_requested, turn.response_id = True, event.response_id
             self.state = "thinking"
@@ -529,7 +618,10 @@ class Conversation:
             turn.first_audio_t = t
         if self.state == "thinking":
             self.state = "speaking"
-        self.playback.play(np.frombuffer(delta.pcm, dtype="<i2"))
+        pcm = np.frombuffer(delta.pcm, dtype="<i2")
+        if self.listener is not None:  # it must know its own voice when the microphone hears it
+            self.listener.played(pcm, self.clock() + self.playback.queued_s)
+        self.playback.play(pcm)
 
     def _on_response_done(self, done: protocol.ResponseDone) -> None:
         turn = self.turn
@@ -726,12 +818,23 @@ class Conversation:
             self.session.backoff.proved()
         self.turn = None
         self.state = "idle"
+        if self.mode.gated:
+            self.window.turn_ended(outcome in ("answered", "retried"), self.clock())
+            if not self.window.is_open:
+                self._shut_uplink()
 
     # ------------------------------------------------------------------ control and status
 
     @property
+    def shown_state(self) -> str:
+        """The state, with wake mode's open window between turns shown as "woken"."""
+        if self.state == "idle" and self.mode.gated and self.window.is_open:
+            return "woken"
+        return self.state
+
+    @property
     def public_state(self) -> str:
-        return self.status_report.public(self.state)
+        return self.status_report.public(self.shown_state)
 
     def volume(self, args: list[str]) -> dict[str, Any]:
         """`omnid ctl volume [up|down|N]`."""
@@ -742,7 +845,7 @@ class Conversation:
 
     def status(self) -> dict[str, Any]:
         """`omnid ctl status`."""
-        return self.status_report.reply(self.state, self.turns)
+        return self.status_report.reply(self.shown_state, self.turns)
 
     def _status(self) -> None:
-        self.status_report.publish(self.state, self.turns)
+        self.status_report.publish(self.shown_state, self.turns)

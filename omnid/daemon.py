@@ -30,6 +30,7 @@ from omnid.supervisor import Journal, Notifier, Watchdog
 from omnid.timers import TimerStore
 from omnid.tools.mcp import open_mcp
 from omnid.volume import VolumeStore, default_state_dir
+from omnid.wake import WakeListener, open_listener
 
 if TYPE_CHECKING:
     from omnid.tools.mcp_client import McpHub
@@ -69,6 +70,7 @@ class Daemon:
         self.control: ControlServer | None = None
         self.conversation: Conversation | None = None
         self.mcp: McpHub | None = None
+        self.wake: WakeListener | None = None
 
     def open(self) -> None:
         """Open the local devices and the control socket. A missing audio device does not stop
@@ -83,6 +85,7 @@ class Daemon:
                 log.warning("camera: images would dominate the cost (camera.fps, width, height)")
         state_dir = default_state_dir()
         self.mcp = open_mcp(cfg, on_change=lambda: self.inbox.post(ev.ToolsChanged()))
+        self.wake = open_listener(cfg, self.feed, self.inbox.post)
         conversation = assemble(
             cfg,
             self.journal,
@@ -98,6 +101,7 @@ class Daemon:
             volume_store=VolumeStore(state_dir, default=cfg.audio.output_volume),
             timer_store=TimerStore(state_dir),
             mcp=self.mcp,
+            listener=self.wake,
             test_hooks=self.test_hooks,
         )
         self.conversation = conversation
@@ -140,6 +144,8 @@ class Daemon:
             self.camera.close()
         if self.mcp is not None:
             self.mcp.close()
+        if self.wake is not None:
+            self.wake.stop()
         for part in (self.button, self.led, self.control):
             if part is not None:
                 part.close()

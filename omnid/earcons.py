@@ -17,6 +17,9 @@ Each earcon uses its own notes (no two share a pitch) so they are told apart by 
 | error     | 660 → 440             | two falling notes: "that did not work"  | 280 ms |
 | offline   | 392 → 311 → 262       | low, descending (G4 Eb4 C4)             | 360 ms |
 | online    | 587 → 740 → 880       | ascending (D5 F#5 A5, a major triad)    | 270 ms |
+| woken     | 2093 (C7)             | one soft blip (`wake.earcon`): short    |  50 ms |
+|           |                       | and quiet, since it is not masked from  |        |
+|           |                       | the words that follow the wake word     |        |
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ class Earcons:
     offline: Int16Array
     online: Int16Array
     confirm: Int16Array
+    woken: Int16Array
 
     @classmethod
     def generate(cls) -> Earcons:
@@ -118,6 +122,7 @@ class Earcons:
                 _note(1760.0, 120, release_ms=40),
                 level=0.25,
             ),
+            woken=_pcm(_blip(2093.0, 50), level=0.12),
         )
 
     @staticmethod

@@ -22,7 +22,8 @@ class Subscriber:
     """Override what you listen to; the rest is ignored."""
 
     def on_state(self, state: str) -> None:
-        """idle, listening, thinking, speaking, muted, connecting or offline (on change only)."""
+        """idle, woken (wake mode: the microphone is open, waiting for speech), listening,
+        thinking, speaking, muted, connecting or offline (on change only)."""
 
     def on_cue(self, cue: str, t: float | None) -> None:
         """listening (with the press time `t`), sent, error, offline, online; confirm (a call
@@ -40,6 +41,10 @@ class Subscriber:
 
     def on_timer(self, fields: dict[str, Any], level: int) -> None:
         """A timer's journal fields (ACTION set, rang, cancelled, stopped or missed; LABEL …)."""
+
+    def on_wake(self, fields: dict[str, Any]) -> None:
+        """A wake word's journal fields (WAKE_MODEL, PROBABILITY, TURN: whether a turn followed),
+        once it is known whether a turn followed."""
 
 
 class Feedback:
@@ -77,9 +82,14 @@ class Feedback:
         for s in self._subscribers:
             s.on_timer(fields, level)
 
+    def wake(self, fields: dict[str, Any]) -> None:
+        for s in self._subscribers:
+            s.on_wake(fields)
+
 
 class LedFeedback(Subscriber):
-    """The status LED follows the state; an error cue flashes it; a call waiting for the
+    """The status LED follows the state (in wake mode, "woken" while the microphone is open
+    between turns); an error cue flashes it; a call waiting for the
     owner's press shows its own pattern until it is confirmed or given up."""
 
     def __init__(self, led: StatusLed) -> None:
@@ -125,3 +135,8 @@ class JournalFeedback(Subscriber):
     def on_timer(self, fields: dict[str, Any], level: int) -> None:
         message = f"{fields['KIND']} {fields['LABEL']!r} {fields['ACTION']}"
         self.journal.record("timer", message, level, **fields)
+
+    def on_wake(self, fields: dict[str, Any]) -> None:
+        followed = "a turn followed" if fields["TURN"] == "true" else "no turn followed"
+        message = f"wake word {fields['WAKE_MODEL']} (p={fields['PROBABILITY']}): {followed}"
+        self.journal.record("wake", message, logging.INFO, **fields)

@@ -63,7 +63,13 @@ ERROR_SECONDS = 3.0
 
 PATTERNS: Mapping[str, Pattern] = MappingProxyType(
     {
-        "idle": Pattern(((0.0, STEADY),), "off: ready, nothing happening"),
+        "idle": Pattern(
+            ((0.0, STEADY),), "off: ready, nothing happening (wake mode: waiting for the wake word)"
+        ),
+        "woken": Pattern(
+            ((0.3, STEADY),),
+            "dim (on without PWM): woken, or after an answer, listening for a question",
+        ),
         "listening": Pattern(((1.0, STEADY),), "on: the microphone is going to the service"),
         "thinking": Pattern(((1.0, 0.5), (0.0, 0.5)), "slow blink, 1 Hz: waiting for the answer"),
         "speaking": Pattern(
@@ -73,7 +79,7 @@ PATTERNS: Mapping[str, Pattern] = MappingProxyType(
         ),
         "muted": Pattern(
             ((1.0, 0.1), (0.0, 0.1), (1.0, 0.1), (0.0, 1.2)),
-            "double blink every 1.5 s: microphone muted (hands-free)",
+            "double blink every 1.5 s: microphone muted (hands-free and wake mode)",
         ),
         "offline": Pattern(
             ((1.0, 0.1), (0.0, 1.9)), "heartbeat, a 0.1 s flash every 2 s: no service, retrying"
@@ -237,7 +243,8 @@ class StatusLed:
         led.source = None
         steps = pattern.steps
         if pattern.steady or (pattern.pulse and not self.pwm):
-            led.value = steps[0][0] if pattern.steady else 1.0
+            level = steps[0][0] if pattern.steady else 1.0
+            led.value = level if self.pwm else float(level > 0)  # "dim" is on without PWM
         elif pattern.pulse:
             led.pulse(fade_in_time=steps[0][1], fade_out_time=steps[1][1], n=repeat)
         elif len(steps) == 2 and steps[0][0] and not steps[1][0]:

@@ -121,3 +121,12 @@ class PreRoll:
                 out.append(block)
                 n += len(block.pcm)
         return out[::-1]
+
+    def since(self, t: float) -> list[MicBlock]:
+        """The blocks that end after `t`, oldest first (a block begun before `t` is whole)."""
+        out: list[MicBlock] = []
+        for block in reversed(self._blocks):
+            if block.t <= t:
+                break
+            out.append(block)
+        return out[::-1]

@@ -9,6 +9,11 @@ here, plus whatever opens its turns posting an event (the wake-word detector wil
 - `vad` (hands-free): the microphone streams all the time; the service's own voice activity
   detection opens the turn (`speech_started`), ends it (`speech_stopped`), commits the audio and
   asks for the answer itself. The button interrupts an answer or, when idle, mutes.
+- `wake` (hands-free behind a wake word): `vad`, but the microphone reaches the service only
+  while wake mode's window is open (`wakewindow.WakeWindow`): from the wake word heard on the box
+  — with the audio from just before the phrase began — or a press, until no speech follows, and
+  after an answer for the follow-up. A press wakes it (or interrupts an answer); a long press
+  mutes.
 """
 
 from __future__ import annotations
@@ -25,14 +30,18 @@ class Mode:
     # The service decides where speech ends, commits and creates the first response itself.
     service_detects_turns: bool
     # What a press of the button does when no answer is playing.
-    press: Literal["talk", "mute"]
+    press: Literal["talk", "mute", "wake"]
     # A turn still open after `audio.max_turn_s`: sent as it is, or given up as lost.
     overlong: Literal["send", "lose"]
     # Seconds of audio from just before the turn opened that the turn takes with it.
     pre_roll_s: float = 0.0
+    # The streaming waits for the wake window to open (nothing leaves the box before the wake
+    # word).
+    gated: bool = False
 
 
 MODES: dict[str, Mode] = {
     "manual": Mode("manual", False, False, press="talk", overlong="send"),
     "vad": Mode("vad", True, True, press="mute", overlong="lose"),
+    "wake": Mode("wake", True, True, press="wake", overlong="lose", gated=True),
 }

@@ -51,6 +51,12 @@ class EchoGuard:
             self.playing = False
             self.until = t + self._settings.current.audio.echo_tail_ms / 1000
 
+    def lift(self) -> None:
+        """The user spoke over the answer (the wake word), which has been flushed: what the
+        microphone hears now is the user, and must not wait out the echo tail."""
+        self.playing = False
+        self.until = 0.0
+
     def speaker_changed(self) -> None:
         """The speaker was swapped (lost, or back): what the old one was playing will never
         report drained, and the new one plays nothing yet. Without this a speaker lost
@@ -153,6 +159,8 @@ class Playback(Subscriber):
             self.speaker.flush()  # the answer (if any) stops: the tone says it failed
         elif not self._settings.current.audio.earcons:
             return
+        elif cue == "woken" and not self._settings.current.wake.earcon:
+            return  # unmasked (it would cut the words after the wake word): the owner's choice
         pcm = self._earcons.get(cue)
         if t is not None:  # capture runs from `t`: blank what the earcon overlaps
             self._earcon_queued_t = self._clock()

@@ -24,6 +24,7 @@ from omnid.config import Config
 from omnid.events import Event, LinkFailed, LinkUp
 from omnid.link import PING_INTERVAL_S, Link, LinkError
 from omnid.models import MODELS
+from omnid.modes import MODES
 from omnid.settings import Settings
 from omnid.supervisor import Journal
 from omnid.turn import Turn
@@ -60,7 +61,7 @@ def session_config(
     `tools` in the nested form; none sent when empty (never `tool_choice`)."""
     s = cfg.session
     turn_detection: dict[str, Any] | None = None
-    if s.mode == "vad":
+    if MODES[s.mode].service_detects_turns:
         turn_detection = {
             "type": s.vad.type,
             "threshold": s.vad.threshold,
@@ -306,7 +307,8 @@ class Session:
         idle, self._idle_closed = self._idle_closed, False
         if idle:
             # The service closes sessions that generated nothing for ~300 s: not a fault.
-            if self.cfg.session.keep_warm or self.cfg.session.mode == "vad":
+            mode = MODES[self.cfg.session.mode]
+            if self.cfg.session.keep_warm or (mode.streams_always and not mode.gated):
                 log.info("session idle-closed by the service; reopening")
                 self.connect_now()
             else:

@@ -15,6 +15,7 @@ from omnid.session import Session
 from omnid.timers import Timers
 from omnid.tools import Toolbox
 from omnid.uplink import Uplink
+from omnid.wakewindow import WakeWindow
 
 # Brief drops are healed before anyone notices; only an outage this long is announced.
 ANNOUNCE_OFFLINE_AFTER_S = 3.0
@@ -54,7 +55,9 @@ class Status:
         timers: Timers,
         tools: Toolbox,
         clock: Callable[[], float],
+        wake: WakeWindow | None = None,
     ) -> None:
+        self._wake = wake  # wake mode's window: its activations, and those without a turn
         self._timers = timers
         self._tools = tools
         self._session = session
@@ -82,7 +85,14 @@ class Status:
             "session_age_s": round(session.age_s(), 1),
             "turns": turns,
             "timers": [self._timers.describe(t) for t in self._timers.running()],
+            "muted": self._uplink.muted,
+            **self._wakes(),
         }
+
+    def _wakes(self) -> dict[str, int]:
+        if self._wake is None:
+            return {}
+        return {"wakes": self._wake.activations, "wakes_without_turn": self._wake.without_turn}
 
     def line(self, state: str, turns: int) -> str:
         """systemd's STATUS=: one human line, the timers running, and a tool server that is
@@ -103,7 +113,13 @@ class Status:
         if budget.exhausted:
             return f"daily token limit reached ({budget.tokens} tokens); resumes at midnight"
         if state == "idle":
-            return f"idle (session {session.age_s() / 60:.0f} min, {turns} turns)"
+            wake = self._wake
+            wakes = (
+                f", {wake.activations} wakes, {wake.without_turn} without a turn"
+                if wake is not None
+                else ""
+            )
+            return f"idle (session {session.age_s() / 60:.0f} min, {turns} turns{wakes})"
         if state == "offline" and session.retry_at is not None:
             wait = max(0.0, session.retry_at - self._clock())
             return f"offline, retrying in {wait:.0f} s: {session.last_error}"

@@ -52,9 +52,11 @@ class Uplink:
         """Kept while offline: as much as one turn may last (`audio.max_turn_s`)."""
         return int(self._settings.current.audio.max_turn_s * WIRE_INPUT_RATE)
 
-    def gate(self, block: MicBlock) -> np.ndarray:
-        """What of the block may go to the service: all of it, or silence."""
-        if self.muted or self._playback.silences_mic(block.t):
+    def gate(self, block: MicBlock, masks: bool = True) -> np.ndarray:
+        """What of the block may go to the service: all of it, or silence. Without `masks`
+        only mute counts (the wake word's pre-roll: the user was heard speaking, whatever the
+        speaker was doing)."""
+        if self.muted or (masks and self._playback.silences_mic(block.t)):
             return np.zeros_like(block.pcm)
         return block.pcm
 
@@ -115,6 +117,16 @@ class Uplink:
         self._offline_n += sum(len(b) for b in blocks)
         while self._offline and self._offline_n - len(self._offline[0]) >= self._max_offline:
             self._offline_n -= len(self._offline.popleft())
+
+    def discard(self) -> None:
+        """Wake mode's window shut: nothing heard so far may still go out, now or after a
+        reconnect (what was kept offline, not yet flushed, or kept for a replay)."""
+        self._pending.clear()
+        self._pending_n = 0
+        self._offline.clear()
+        self._offline_n = 0
+        self._unconfirmed.clear()
+        self._unconfirmed_n = 0
 
     def replay(self, blocks: list[np.ndarray], silence_ms: int) -> None:
         """Queue a dropped turn's audio, then enough silence for the service's VAD to end it.

@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from omnid.events import Event, Wake
-from omnid.micfeed import MicQueue
+from omnid.micfeed import MicFeed, MicQueue
 from omnid.models import WIRE_INPUT_RATE, WIRE_OUTPUT_RATE
 
 if TYPE_CHECKING:
-    from omnid.config_schema import WakeSection
+    from omnid.config_schema import Config, WakeSection
 
 log = logging.getLogger("omnid.wake")
 
@@ -205,6 +205,7 @@ class WakeListener:
         self._ready.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
+        self._resampler = None  # freed now, not by the interpreter's teardown
 
     def played(self, pcm: np.ndarray, t_start: float) -> None:
         """Conversation thread: `pcm` (an answer's 24 kHz audio) will sound from `t_start`."""
@@ -256,6 +257,19 @@ class WakeListener:
             found.t - found.onset_t,
         )
         self._post(Wake(self.model, found.probability, start, found.t))
+
+
+def open_listener(cfg: Config, feed: MicFeed, post: Callable[[Event], None]) -> WakeListener | None:
+    """Wake mode's listener, started (before the microphone: the feed's consumers are fixed
+    once it runs); None in the other modes, which never import the detector."""
+    if cfg.session.mode != "wake":
+        return None
+    ready = threading.Event()
+    mic = feed.consumer("wake", WakeListener.wakeup_for(ready))
+    listener = WakeListener(cfg.wake, mic, ready, post)
+    log.info("wake word: %s, cutoff %.2f", listener.model, listener.cutoff)
+    listener.start()
+    return listener
 
 
 assert WIRE_INPUT_RATE == RATE, "the detector hears the microphone at its wire rate"

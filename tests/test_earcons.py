@@ -22,6 +22,7 @@ DURATION_S = {  # (min, max) seconds
     "offline": (0.2, 0.5),
     "online": (0.2, 0.5),
     "confirm": (0.25, 0.5),  # a question, asked while nobody speaks
+    "woken": (0.04, 0.08),  # not masked from the words after the wake word: short and soft
 }
 
 
@@ -39,7 +40,7 @@ def in_silence(pcm: np.ndarray, pad_s: float = 0.5) -> np.ndarray:
 
 
 def test_the_set_is_complete() -> None:
-    assert set(NAMES) == {"listening", "sent", "error", "offline", "online", "confirm"}
+    assert set(NAMES) == {"listening", "sent", "error", "offline", "online", "confirm", "woken"}
     assert set(DURATION_S) == set(NAMES)
 
 

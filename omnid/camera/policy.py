@@ -48,8 +48,8 @@ class FramePolicy:
     ) -> None:
         if when not in ("turn", "always"):
             raise ValueError(f"when must be 'turn' or 'always', not {when!r}")
-        if mode not in ("manual", "vad"):
-            raise ValueError(f"mode must be 'manual' or 'vad', not {mode!r}")
+        if mode not in ("manual", "vad", "wake"):
+            raise ValueError(f"mode must be 'manual', 'vad' or 'wake', not {mode!r}")
         self.interval_s = frame_interval_s(fps)
         self.when = when
         self.mode = mode
@@ -84,11 +84,11 @@ class FramePolicy:
         self._drop_held()
 
     def on_turn_end(self) -> None:
-        """Manual: released (before the commit). VAD: `input_audio_buffer.speech_stopped`."""
+        """Manual: released (before the commit). VAD and wake: `speech_stopped`."""
         self._in_turn = False
         self._drop_held()
         self._requested_at = None
-        if self.mode == "vad":
+        if self.mode != "manual":
             self._audio_in_buffer = False  # the service commits right after speech_stopped
 
     def on_append(self) -> None:
