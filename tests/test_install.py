@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -169,6 +171,10 @@ def test_first_install_without_a_key_lays_out_the_tree(tree: Tree) -> None:
     # Not editable: the package lives in the venv, not in this checkout.
     site = list((r / "opt/omnid/venv/lib").glob("python3*/site-packages/omnid/cli.py"))
     assert len(site) == 1
+    # The wake extra, where it has wheels (64-bit x86 and ARM), so wake mode works as installed.
+    if platform.machine() in ("x86_64", "aarch64") and sys.maxsize > 2**32:
+        wake = list(r.glob("opt/omnid/venv/lib/python3*/site-packages/pymicro_wakeword"))
+        assert len(wake) == 1, done.stdout + done.stderr
 
 
 def test_the_key_is_installed_root_only_and_nothing_else_changes(tree: Tree) -> None:

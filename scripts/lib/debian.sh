@@ -66,3 +66,27 @@ on 32-bit ARM, numpy, soxr, Pillow and cffi come from Debian ($(arm32_packages |
 or piwheels, never from a source build; pip found no usable copy of one of them (its error is above).
 EOF
 }
+
+# The wake extra (wake-word mode's detector, pymicro-wakeword) installs from wheels only: its
+# sdist ships an x86-64 library and would install anywhere, failing only when a model loads, and
+# pymicro-features, which it needs, has no armv7 wheel (its sdist is a C++ build). Both have
+# wheels for 64-bit x86 and ARM; wake mode is 64-bit only (docs/wake-word.md).
+# shellcheck disable=SC2034 # used by the scripts that source this file
+WAKE_BINARY_ONLY=pymicro-wakeword,pymicro-features
+
+# Empty when the wake extra can be installed here; otherwise one line saying why not.
+wake_unsupported() {
+  local arch
+  arch=$(dpkg --print-architecture 2>/dev/null || true)
+  case "$arch" in
+    amd64 | arm64) return 0 ;;
+    armhf | armel)
+      echo "wake mode (session.mode = \"wake\") needs a 64-bit OS: its detector" \
+        "(pymicro-wakeword) has no 32-bit ARM build, so it is not installed"
+      ;;
+    *)
+      echo "wake mode (session.mode = \"wake\") is not available: its detector" \
+        "(pymicro-wakeword) has no build for ${arch:-this machine}, so it is not installed"
+      ;;
+  esac
+}
