@@ -17,6 +17,7 @@ import difflib
 import logging
 import os
 import re
+import struct
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from omnid.config_schema import (
     ToolsSection,
     UsageSection,
     VadSection,
+    WakeSection,
     allowed_text,
     cross_check,
     table_model,
@@ -73,6 +75,7 @@ __all__ = [
     "ToolsSection",
     "UsageSection",
     "VadSection",
+    "WakeSection",
     "load_config",
     "render_effective",
     "resolve_config_path",
@@ -162,6 +165,15 @@ def load_config(path: Path | str | None = None, *, require_api_key: bool = False
     )
     problems += [e for e in errors if re.split(r"[ :]", e, maxsplit=1)[0] not in failed]
     warnings += warned
+    session = _section(sections, "session", SessionSection)
+    if session is not None and session.mode == "wake" and "session.mode" not in failed:
+        note = _note("session.mode", env_sources)
+        missing = wake_detector_missing()
+        if missing:
+            problems.append(f"session.mode = {_show('wake', secrets)}{note}: {missing}")
+        wake = _section(sections, "wake", WakeSection)
+        if wake is not None and "wake.model" not in failed:
+            problems += wake_model_problems(wake.model, env_sources, secrets)
     for warning in warnings:
         log.warning("%s", redact(warning, secrets))
     if problems:
@@ -175,6 +187,53 @@ def load_config(path: Path | str | None = None, *, require_api_key: bool = False
     cfg._api_key_note = f"set (from {key_note})" if key else key_note
     cfg._env_sources = env_sources
     return cfg
+
+
+# --- wake mode: what the schema cannot see ------------------------------------------------------
+
+
+def wake_detector_missing() -> str:
+    """Why wake mode's detector (the `wake` extra) cannot run here, or '' when it is installed.
+
+    A config that asks for wake mode on a box without it would start a daemon that cannot hear its
+    wake word; it is refused with the way to install it (or, on a 32-bit system, where it has no
+    build, the reason it cannot be)."""
+    from omnid import wake
+
+    if wake.available():
+        return ""
+    if _userland_bits() == 32:
+        return (
+            "wake mode needs a 64-bit OS: its wake-word detector (pymicro-wakeword) has no build "
+            "for this 32-bit system (use mode 'manual' or 'vad' here)"
+        )
+    return f"the wake-word detector (pymicro-wakeword) is not installed; {wake.INSTALL_HINT}"
+
+
+def wake_model_problems(
+    model: str, sources: Mapping[str, str] | None = None, secrets: set[str] | None = None
+) -> list[str]:
+    """`wake.model`'s problem as one line (a name that is no built-in model, a manifest that is
+    not there), or no line."""
+    from omnid import wake
+
+    problem = wake.manifest_problem(model)
+    if not problem:
+        return []
+    shown = _show(model, secrets or set())
+    if shown == repr(model):  # shown whole before the colon: once is enough
+        problem = problem.removeprefix(f"{model}: ")
+    return [f"wake.model = {shown}{_note('wake.model', sources or {})}: {problem}"]
+
+
+def _userland_bits() -> int:
+    """32 on a 32-bit system (also on a 64-bit kernel, as Raspberry Pi OS 32-bit runs), else 64."""
+    return 8 * struct.calcsize("P")
+
+
+def _note(dotted: str, sources: Mapping[str, str]) -> str:
+    source = _source_of(dotted, sources)
+    return f" (from ${source})" if source else ""
 
 
 # --- reading the file --------------------------------------------------------------------------

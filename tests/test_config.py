@@ -8,17 +8,20 @@ the daemon relies on it (round-trips, require_api_key, warnings).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from omnid import config as config_module
+from omnid import wake as wake_module
 from omnid.config import (
     Config,
     ConfigError,
@@ -27,6 +30,8 @@ from omnid.config import (
     render_effective,
     resolve_config_path,
 )
+from omnid.config_schema import SECTIONS as SCHEMA
+from omnid.config_schema import table_model
 from tests.secret_guard import assert_no_secret, make_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +40,7 @@ EX_CONFIG = 78
 PREFIX = "omnid: config: "
 CREDENTIAL = "dashscope-api-key"
 SECTIONS = ["api", "session", "session.vad", "audio", "camera", "button", "led", "usage"]
-SECTIONS += ["control", "log"]
+SECTIONS += ["control", "log", "wake"]
 
 
 def _is_ours(name: str) -> bool:
@@ -225,6 +230,24 @@ BROKEN: list[tuple[str, str, dict[str, str], list[str]]] = [
         ["camera.path", "required", "directory of JPEG/PNG images"],
     ),
     (
+        "wake-model-unknown",
+        '[session]\nmode = "wake"\n[wake]\nmodel = "hey_bob"\n',
+        {},
+        ["wake.model = 'hey_bob'", "must be one of okay_nabu, hey_jarvis", "manifest (.json)"],
+    ),
+    (
+        "wake-manifest-missing",
+        '[session]\nmode = "wake"\n[wake]\nmodel = "{tmp}/no-such.json"\n',
+        {},
+        ["wake.model = '", "{tmp}/no-such.json", "no such model manifest"],
+    ),
+    (
+        "wake-model-from-env",
+        "",
+        {"OMNID_SESSION__MODE": "wake", "OMNID_WAKE__MODEL": "hey_bob"},
+        ["wake.model = 'hey_bob'", "$OMNID_WAKE__MODEL", "must be one of okay_nabu"],
+    ),
+    (
         "camera-path-not-a-directory",
         '[camera]\nenabled = true\nsource = "files"\npath = "{tmp}/empty-key"\n',
         {},
@@ -302,6 +325,28 @@ def test_shipped_config_checks_clean_and_prints_every_section_and_key() -> None:
         assert set(section) == set(type(model).model_fields), name
     assert printed["session"]["vad"]["type"] == "semantic_vad"
     assert "# api key: not set" in result.stdout
+
+
+def test_shipped_config_lists_every_key() -> None:
+    """The file promises every key with its default; a key added to the schema alone would be
+    one an owner cannot find. Lists of tables ([[tools.command]], [[tools.mcp]]) have none by
+    default: they are documented as a commented example."""
+    text = SHIPPED.read_text()
+    shipped = tomllib.loads(text)
+
+    def missing(path: str, model: type[BaseModel], table: dict[str, Any]) -> list[str]:
+        out = []
+        for key, info in model.model_fields.items():
+            nested = table_model(info)
+            if nested is not None:
+                out += missing(f"{path}.{key}", nested, table.get(key, {}))
+            elif key not in table and f"# [[{path}.{key}]]" not in text:
+                out.append(f"{path}.{key}")
+        return out
+
+    assert [
+        m for name, model in SCHEMA.items() for m in missing(name, model, shipped.get(name, {}))
+    ] == []
 
 
 def test_shipped_config_documents_exactly_the_built_in_defaults(clean_environ: None) -> None:
@@ -562,3 +607,81 @@ def test_resolve_config_path_order(
     monkeypatch.setenv("OMNID_CONFIG", str(tmp_path / "typo.toml"))
     with pytest.raises(ConfigError, match=r"typo\.toml: no such config file.*\$OMNID_CONFIG"):
         resolve_config_path(None)
+
+
+# --- wake mode: what it needs beyond the schema -------------------------------------------------
+
+WAKE_MODE = '[session]\nmode = "wake"\n'
+# `omnid` as it runs where the wake extra is not installed: the import system finds no
+# pymicro_wakeword (a None in sys.modules is how Python marks a module that cannot be imported).
+WITHOUT_DETECTOR = (
+    "import sys; sys.modules['pymicro_wakeword'] = None; "
+    "from omnid.cli import main; raise SystemExit(main(sys.argv[1:]))"
+)
+
+
+def check_config_without_detector(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_DETECTOR, "check-config", "--config", str(config)],
+        env=clean_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_wake_mode_without_the_detector_says_how_to_install_it_and_exits_78(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "omnid.toml"
+    config.write_text(WAKE_MODE)
+
+    result = check_config_without_detector(config)
+
+    assert result.returncode == EX_CONFIG, result.stdout + result.stderr
+    assert all(line.startswith(PREFIX) for line in result.stderr.splitlines()), result.stderr
+    (line,) = problem_lines(result.stderr)
+    assert line.startswith("session.mode = 'wake': the wake-word detector (pymicro-wakeword) is")
+    assert "not installed" in line and "scripts/setup" in line and "omnid[wake]" in line
+    if importlib.util.find_spec("pymicro_wakeword") is not None:
+        # The same file where the extra is installed: the line above was the detector's absence.
+        assert check_config(config, clean_env()).returncode == 0
+
+
+def test_other_modes_need_no_detector_and_do_not_check_the_wake_model(tmp_path: Path) -> None:
+    config = tmp_path / "omnid.toml"
+    config.write_text('[session]\nmode = "vad"\n[wake]\nmodel = "hey_bob"\n')
+
+    result = check_config_without_detector(config)
+
+    assert result.returncode == 0, result.stderr
+    assert '\n[wake]\nmodel = "hey_bob"\n' in result.stdout
+
+
+def test_wake_mode_on_a_32_bit_system_says_it_needs_a_64_bit_os(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_environ: None
+) -> None:
+    """Raspberry Pi OS 32-bit, where pymicro-features has no build (docs/wake-word.md)."""
+    monkeypatch.setattr(wake_module, "available", lambda: False)
+    monkeypatch.setattr(config_module, "_userland_bits", lambda: 32)
+    config = tmp_path / "omnid.toml"
+    config.write_text(WAKE_MODE + '[wake]\nmodel = "alexa"\n')
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+
+    (line,) = caught.value.problems
+    assert line.startswith("session.mode = 'wake': wake mode needs a 64-bit OS"), line
+
+
+def test_a_wake_model_manifest_that_exists_is_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_environ: None
+) -> None:
+    monkeypatch.setattr(wake_module, "available", lambda: True)
+    manifest = tmp_path / "hey_box.json"
+    manifest.write_text("{}")
+    config = tmp_path / "omnid.toml"
+    config.write_text(WAKE_MODE + f'[wake]\nmodel = "{manifest}"\n')
+
+    assert load_config(config).wake.model == str(manifest)
