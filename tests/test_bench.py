@@ -2,7 +2,8 @@
 
 The quick run exercises every scenario of the real benchmark (push-to-talk turns, barge-in,
 rollovers, the load run against the official SDK, start-up) with tiny counts, so
-its figures mean nothing; what it proves is that a full run can produce all of them.
+its figures mean nothing; what it proves is that a full run can produce all of them. The
+synthesised speech the wake-word benchmark and tests use (bench/speech.py) is checked here too.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import math
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from bench import speech
 from bench.report import KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,3 +42,35 @@ def test_quick_bench_prints_every_key_as_a_number() -> None:
     assert figures["rollover_lost_samples"] == 0
     assert figures["cpu_pct"] > 0 and figures["sdk_cpu_pct"] > 0
     assert 0 < figures["ready_s"] < 10
+
+
+needs_espeak = pytest.mark.skipif(not speech.available(), reason="espeak-ng is not installed")
+
+
+@needs_espeak
+def test_synth_is_deterministic_and_bounded() -> None:
+    clip = speech.synth("okay nabu, what time is it", "en-us", 175, 50)
+    speech._synth.cache_clear()
+    again = speech.synth("okay nabu, what time is it", "en-us", 175, 50)
+    assert clip.dtype == np.int16 and np.array_equal(clip, again)
+    first, last = speech.speech_bounds(clip)
+    assert 0 <= first < 0.1 * speech.RATE and last > len(clip) - 0.5 * speech.RATE  # espeak pads
+    padded = np.concatenate([np.zeros(1234, np.int16), clip])
+    assert speech.speech_bounds(padded) == (first + 1234, last + 1234)
+
+
+@needs_espeak
+def test_mix_at_snr_sets_the_ratio_and_never_clips() -> None:
+    clip = np.concatenate([np.zeros(8000, np.int16), speech.synth("the kettle is broken")])
+    first, last = speech.speech_bounds(clip)
+    for noise in (speech.white_noise(len(clip), 1), speech.babble(len(clip), 2)):
+        for snr in (20.0, 10.0, -10.0):
+            mixed = speech.mix_at_snr(clip, noise, snr)
+            # mixed = a·clip + b·noise (to rounding): recover a and b, then the ratio.
+            parts = np.stack([clip, noise], axis=1).astype(float)
+            (a, b), *_ = np.linalg.lstsq(parts, mixed.astype(float), rcond=None)
+            s_rms = a * np.sqrt(np.mean(clip[first : last + 1].astype(float) ** 2))
+            measured = 20 * np.log10(s_rms / (b * np.sqrt(np.mean(noise.astype(float) ** 2))))
+            assert abs(measured - snr) < 0.05, (snr, measured)
+            assert np.abs(mixed.astype(int)).max() <= 32767
+            assert a == pytest.approx(1, abs=1e-3) or np.abs(mixed.astype(int)).max() > 32000
