@@ -1,13 +1,17 @@
 """`scripts/bench`: omnid's latency, losses, CPU and memory against `omnid simulate`, and the
-official SDK's CPU and memory on the same workload (issue 8).
+official SDK's CPU and memory on the same workload (issue 8); the wake-word detector's hits,
+false activations and cost on synthesised speech, and the daemon's CPU while it waits in each
+mode (issue 17).
 
-    scripts/bench            a table, with the targets and the machine
-    scripts/bench --json     one JSON object with exactly the keys of issue 8, all numbers
-    scripts/bench --quick    a smoke run (seconds, not minutes; figures not meaningful)
+    scripts/bench                a table, with the targets and the machine
+    scripts/bench --json         one JSON object with exactly the keys of the report, all numbers
+    scripts/bench --quick        a smoke run (seconds, not minutes; figures not meaningful)
+    scripts/bench --only wake    one section (issue8, wake, waiting; comma-separated for several)
 
 Everything runs on loopback with `wav:` audio devices: `omnid run` and `omnid simulate` as their
 own processes, driven through the control socket, read back from the journal records, the
-simulator's record of the wire and the speaker's output file. Progress goes to stderr.
+simulator's record of the wire and the speaker's output file; the wake-word detector runs in this
+process on espeak-ng's speech. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -28,8 +32,11 @@ from bench.common import loadavg, machine
 from bench.latency import barge_ins, commit_turns
 from bench.load import load
 from bench.mcp import mcp_rss
-from bench.report import KEYS, summarise, table
+from bench.report import SECTIONS, keys, summarise, table
 from bench.sessions import sessions
+from bench.speech import VOICES
+from bench.waiting import waiting
+from bench.wake import wake
 
 
 @dataclass
@@ -43,29 +50,65 @@ class Plan:
     load_s: float
     sessions_s: float
     sessions_warmup_s: float
+    wake_utterances: int  # wake phrases, each in every noise at every SNR
+    wake_false_s: float  # speech without the wake word through one detector
+    wake_near_miss_voices: int
+    wake_bed_s: float  # length of each noise bed
+    waiting_s: float  # each mode's measuring window (after `load_warmup_s`), `load_rounds` runs
 
     @classmethod
     def full(cls, repeat: int) -> Plan:
-        return cls(repeat, [15.0, 1.0, 5.0, 1.0], repeat, 6, repeat, 5.0, 60.0, 100.0, 20.0)
+        return cls(
+            *(repeat, [15.0, 1.0, 5.0, 1.0], repeat, 6, repeat, 5.0, 60.0, 100.0, 20.0),
+            wake_utterances=50,
+            wake_false_s=3600.0,
+            wake_near_miss_voices=len(VOICES),
+            wake_bed_s=120.0,
+            waiting_s=30.0,
+        )
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(1, [1.0, 1.0], 1, 1, 1, 1.0, 5.0, 11.0, 4.0)
+        return cls(
+            *(1, [1.0, 1.0], 1, 1, 1, 1.0, 5.0, 11.0, 4.0),
+            wake_utterances=3,
+            wake_false_s=30.0,
+            wake_near_miss_voices=1,
+            wake_bed_s=10.0,
+            waiting_s=3.0,
+        )
 
 
 def log(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def run(plan: Plan, work: Path) -> dict[str, Any]:
+def run(plan: Plan, work: Path, sections: list[str]) -> dict[str, Any]:
     jobs: list[tuple[str, Callable[[Path], dict[str, Any]]]] = []
-    for i in range(plan.rounds):
-        jobs.append((f"commit{i}", lambda d: commit_turns(d, plan.lengths)))
-    for i in range(plan.barge_runs):
-        jobs.append((f"barge{i}", lambda d: barge_ins(d, plan.barge_count)))
-    jobs.append(("load", lambda d: load(d, plan.load_warmup_s, plan.load_s, plan.load_rounds)))
-    jobs.append(("sessions", lambda d: sessions(d, plan.sessions_s, plan.sessions_warmup_s)))
-    jobs.append(("mcp", lambda d: mcp_rss(d, plan.load_warmup_s)))
+    if "issue8" in sections:
+        for i in range(plan.rounds):
+            jobs.append((f"commit{i}", lambda d: commit_turns(d, plan.lengths)))
+        for i in range(plan.barge_runs):
+            jobs.append((f"barge{i}", lambda d: barge_ins(d, plan.barge_count)))
+        jobs.append(("load", lambda d: load(d, plan.load_warmup_s, plan.load_s, plan.load_rounds)))
+        jobs.append(("sessions", lambda d: sessions(d, plan.sessions_s, plan.sessions_warmup_s)))
+        jobs.append(("mcp", lambda d: mcp_rss(d, plan.load_warmup_s)))
+    if "wake" in sections:
+        jobs.append(
+            (
+                "wake",
+                lambda _d: wake(
+                    plan.wake_utterances,
+                    plan.wake_false_s,
+                    plan.wake_near_miss_voices,
+                    plan.wake_bed_s,
+                ),
+            )
+        )
+    if "waiting" in sections:
+        jobs.append(
+            ("waiting", lambda d: waiting(d, plan.load_warmup_s, plan.waiting_s, plan.load_rounds))
+        )
 
     def one(name: str, job: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
         directory = work / name
@@ -83,19 +126,32 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="scripts/bench", description=" ".join(__doc__.split("\n\n")[0].split())
     )
-    p.add_argument("--json", action="store_true", help="one JSON object with issue 8's keys")
+    p.add_argument("--json", action="store_true", help="one JSON object with the report's keys")
     p.add_argument("--quick", action="store_true", help="a smoke run: keys, not measurements")
-    p.add_argument("--repeat", type=int, default=2, help="runs of each scenario but sessions (2)")
+    p.add_argument(
+        "--repeat", type=int, default=2, help="runs of each scenario but sessions and wake (2)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument(
+        "--only",
+        metavar="SECTION[,SECTION]",
+        help=f"run only these sections ({', '.join(SECTIONS)}); all of them by default",
+    )
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
+    sections = list(SECTIONS)
+    if args.only is not None:
+        sections = [s.strip() for s in args.only.split(",") if s.strip()]
+        unknown = [s for s in sections if s not in SECTIONS]
+        if unknown or not sections:
+            p.error(f"--only takes {', '.join(SECTIONS)}, comma-separated; not {args.only!r}")
     plan = Plan.quick() if args.quick else Plan.full(args.repeat)
     work = Path(tempfile.mkdtemp(prefix="omnid-bench-"))
     started = time.monotonic()
     load_before = loadavg()
     try:
-        raw = run(plan, work)
+        raw = run(plan, work, sections)
     finally:
         if args.keep:
             log(f"work directory kept: {work}")
@@ -103,12 +159,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     figures, details = summarise(raw, max(plan.lengths))
     elapsed = time.monotonic() - started
-    bad = [k for k in KEYS if not math.isfinite(figures[k])]
+    wanted = keys(sections)
+    bad = [k for k in wanted if not math.isfinite(figures.get(k, math.nan))]
     if bad:
         log(f"no figure for {', '.join(bad)}")
         return 1
     if args.json:
-        print(json.dumps({k: figures[k] for k in KEYS}))
+        print(json.dumps({k: figures[k] for k in wanted}))
     else:
         info = machine() | {"load": f"{load_before} before, {loadavg()} after"}
         print(table(figures, details, info))

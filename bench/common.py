@@ -98,9 +98,11 @@ def launch(
     extra: str,
     timeout: float = 20.0,
     env: dict[str, str] | None = None,
+    connected: bool = True,
 ) -> BenchDaemon:
     """`omnid run` against `sim` (`extra` added to its config, `env` to its environment), with
-    `daemon.ready_s` = process start → READY=1 and the session connected before returning."""
+    `daemon.ready_s` = process start → READY=1 and, unless `connected` is False (a mode that
+    need not hold a session while it waits), the session connected before returning."""
     config = write_config(tmp, sim.url, key, extra)
     notify = NotifySocket(tmp / "notify.sock", clock=time.monotonic)
     started = time.monotonic()
@@ -115,7 +117,8 @@ def launch(
         if not notify.times("READY=1"):
             raise RuntimeError("no READY=1 from omnid run; output:\n" + daemon.output())
         daemon.ready_s = notify.times("READY=1")[0] - started
-        daemon.wait_ready(timeout)
+        if connected:
+            daemon.wait_ready(timeout)
     except BaseException:
         daemon.stop()
         raise

@@ -1,4 +1,6 @@
-"""The figures of issue 8 from the scenarios' raw results, and the human table."""
+"""The figures from the scenarios' raw results, and the human table: issue 8's (latency, losses,
+CPU and memory against the SDK), then issue 17's wake word (the detector, and the daemon waiting in
+each mode). Each section's keys are reported when that section ran (`--only`)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.common import numbers, pct
+from bench.waiting import MODES
+from bench.wake import NOISES, SNRS
 
-KEYS = (
+ISSUE8_KEYS = (
     "commit_ms_p50",
     "commit_ms_p95",
     "commit_ms_p95_15s",
@@ -25,6 +29,29 @@ KEYS = (
     "rss_growth_mb",
 )
 
+WAKE_KEYS = (
+    "wake_utterances",
+    "wake_detected_clean",
+    *(f"wake_detected_{noise}_{snr}db" for noise in NOISES for snr in SNRS),
+    "wake_false_hours",
+    "wake_false_activations",
+    "wake_false_per_hour",
+    "wake_false_max_probability",
+    "wake_cpu_pct",
+)
+WAITING_KEYS = tuple(
+    f"waiting_{what}_{mode}" for what in ("cpu_pct", "vcsw_per_s", "ivcsw_per_s") for mode in MODES
+)
+SECTIONS = {"issue8": ISSUE8_KEYS, "wake": WAKE_KEYS, "waiting": WAITING_KEYS}
+KEYS = ISSUE8_KEYS + WAKE_KEYS + WAITING_KEYS
+
+
+def keys(sections: list[str]) -> list[str]:
+    """The keys of `sections`, in the report's order."""
+    wanted = {k for name in sections for k in SECTIONS[name]}
+    return [k for k in KEYS if k in wanted]
+
+
 UNITS = {k: "ms" for k in KEYS if "_ms_" in k} | {
     "rollover_lost_samples": "samples",
     "cpu_pct": "% core",
@@ -34,7 +61,15 @@ UNITS = {k: "ms" for k in KEYS if "_ms_" in k} | {
     "rss_growth_mb": "MB",
     "cpu_ratio_vs_sdk": "×",
     "ready_s": "s",
+    "wake_utterances": "phrases",
+    "wake_false_hours": "h",
+    "wake_false_activations": "",
+    "wake_false_per_hour": "/ h",
+    "wake_false_max_probability": "",
+    "wake_cpu_pct": "% core",
 }
+UNITS |= {k: "detected" for k in WAKE_KEYS if k.startswith("wake_detected_")}
+UNITS |= {k: "% core" if "cpu" in k else "/ s" for k in WAITING_KEYS}
 
 # (key, target as text, check); the benchmark reports them, it does not fail on them.
 TARGETS: list[tuple[str, str, Callable[[float], bool]]] = [
@@ -52,7 +87,46 @@ TARGETS: list[tuple[str, str, Callable[[float], bool]]] = [
 
 
 def summarise(raw: dict[str, Any], longest: float) -> tuple[dict[str, float], dict[str, Any]]:
-    """The figures (`longest`: the utterance length of `commit_ms_p95_15s`), and the details."""
+    """The figures of the sections that ran (`longest`: the utterance length of
+    `commit_ms_p95_15s`), and the details."""
+    figures: dict[str, float] = {}
+    details: dict[str, Any] = {}
+    if "load" in raw:
+        mine = {k: v for k, v in raw.items() if k not in ("wake", "waiting")}
+        figures, details = _issue8(mine, longest)
+    if "wake" in raw:
+        figures |= _wake(raw["wake"])
+        details["wake"] = raw["wake"]
+    if "waiting" in raw:
+        w = raw["waiting"]
+        figures |= {
+            f"waiting_{what}_{mode}": round(float(w[mode][what]), 3)
+            for what in ("cpu_pct", "vcsw_per_s", "ivcsw_per_s")
+            for mode in MODES
+            if mode in w
+        }
+        details["waiting"] = w
+    return figures, details
+
+
+def _wake(w: dict[str, Any]) -> dict[str, float]:
+    det, fa = w["detected"], w["false"]
+    figures: dict[str, float] = {
+        "wake_utterances": w["utterances"],
+        "wake_detected_clean": det["clean"],
+    }
+    figures |= {f"wake_detected_{n}_{snr}db": det[n][snr] for n in NOISES for snr in SNRS}
+    figures |= {
+        "wake_false_hours": round(fa["hours"], 3),
+        "wake_false_activations": fa["activations"],
+        "wake_false_per_hour": round(fa["per_hour"], 3),
+        "wake_false_max_probability": round(fa["max_probability"], 3),
+        "wake_cpu_pct": round(w["cpu_pct"], 3),
+    }
+    return figures
+
+
+def _issue8(raw: dict[str, Any], longest: float) -> tuple[dict[str, float], dict[str, Any]]:
     commits = [c for k, r in raw.items() if k.startswith("commit") for c in r["commits"]]
     barge = [b for k, r in raw.items() if k.startswith("barge") for b in r["barge_ms"]]
     turns = [t for r in raw.values() for t in _turns(r)]
@@ -125,14 +199,32 @@ def _turns(result: dict[str, Any]) -> list[dict[str, str]]:
 
 def table(figures: dict[str, float], details: dict[str, Any], info: dict[str, str]) -> str:
     targets = {key: (text, check) for key, text, check in TARGETS}
-    lines = [f"{'figure':<24} {'value':>10}  {'unit':<8} {'target':<22}", "-" * 72]
-    for key in KEYS:
+    lines = [f"{'figure':<28} {'value':>10}  {'unit':<8} {'target':<22}", "-" * 76]
+    for key in [k for k in KEYS if k in figures]:
         value = figures[key]
         text, check = targets.get(key, ("", None))
         verdict = "" if check is None else ("ok" if check(value) else "MISSED")
-        lines.append(f"{key:<24} {value:>10.3f}  {UNITS[key]:<8} {text:<22} {verdict}".rstrip())
-    d = details
-    lines += ["", "release → commit by utterance length (samples, p50, p95 ms):"]
+        unit = UNITS[key]
+        if unit == "detected":
+            unit = f"of {figures['wake_utterances']:g}"
+        lines.append(f"{key:<28} {value:>10.3f}  {unit:<8} {text:<22} {verdict}".rstrip())
+    if "sessions" in details:
+        lines += _issue8_lines(details)
+    if "wake" in details:
+        lines += _wake_lines(details["wake"])
+    if "waiting" in details:
+        lines += _waiting_lines(details["waiting"])
+    lines += [
+        "",
+        f"machine: {info['cpu']}, {info['cores']} cores, {info['memory']} RAM, "
+        f"{info['arch']}, Linux {info['kernel']}, Python {info['python']}; load average "
+        f"{info.get('load', '?')}",
+    ]
+    return "\n".join(lines)
+
+
+def _issue8_lines(d: dict[str, Any]) -> list[str]:
+    lines = ["", "release → commit by utterance length (samples, p50, p95 ms):"]
     for length, (n, p50, p95) in d["commit_by_length"].items():
         lines.append(f"  {length:>5}: {n:>3} turns, {p50:.2f}, {p95:.2f}")
     s = d["sessions"]
@@ -155,9 +247,46 @@ def table(figures: dict[str, float], details: dict[str, Any], info: dict[str, st
         f"idle RSS without an MCP server {d['mcp']['without']['rss_mb']:.1f} MB (peak "
         f"{d['mcp']['without']['hwm_mb']:.1f}), with one stdio server "
         f"{d['mcp']['with']['rss_mb']:.1f} MB (peak {d['mcp']['with']['hwm_mb']:.1f})",
-        "",
-        f"machine: {info['cpu']}, {info['cores']} cores, {info['memory']} RAM, "
-        f"{info['arch']}, Linux {info['kernel']}, Python {info['python']}; load average "
-        f"{info.get('load', '?')}",
     ]
-    return "\n".join(lines)
+    return lines
+
+
+def _wake_lines(w: dict[str, Any]) -> list[str]:
+    n, det, fa, near = w["utterances"], w["detected"], w["false"], w["near_miss"]
+    lines = [
+        "",
+        f"wake word {w['model']} (cutoff {w['cutoff']:g}, refractory 1.0 s, 20 ms blocks): "
+        f"'okay nabu, <question>' detected of {n}; clean {det['clean']}/{n}",
+        f"  {'SNR':<8}" + "".join(f"{snr:>5} dB" for snr in SNRS),
+    ]
+    for noise in NOISES:
+        lines.append(f"  {noise:<8}" + "".join(f"{det[noise][snr]:>5}/{n}" for snr in SNRS))
+    peaks = "; ".join(f"{p:.3f} ({what})" for p, what in fa["top"])
+    lines += [
+        f"  missed: {', '.join(w['detection']['misses'][:8]) or 'none'}"
+        + (" …" if len(w["detection"]["misses"]) > 8 else ""),
+        f"  fired in the noise before a phrase: {w['detection']['early']}",
+        f"false activations: {fa['activations']} in {fa['hours']:.2f} h of speech without the "
+        f"wake word ({fa['per_hour']:.2f} / h); highest probabilities: {peaks}",
+        f"near misses (kept apart): {near['activated']} of {near['phrases']} phrases fired "
+        f"{near['by_phrase'] or ''}".rstrip(),
+        f"detector CPU: {fa['cpu_s']:.2f} s for {fa['audio_s']:.0f} s of audio = "
+        f"{w['cpu_pct']:.3f} % of one core; the wake section took {w['seconds']:.0f} s",
+    ]
+    return lines
+
+
+def _waiting_lines(w: dict[str, Any]) -> list[str]:
+    lines = ["", "waiting, a quiet room (per mode, median of the runs; CPU per run):"]
+    for mode, m in w.items():
+        runs = m["runs"]
+        lines.append(
+            f"  {mode:<7} {m['cpu_pct']:.2f} % core ({_runs([r['cpu_pct'] for r in runs])}), "
+            f"{m['vcsw_per_s']:.0f} voluntary + {m['ivcsw_per_s']:.0f} involuntary "
+            f"switches / s, {runs[-1]['threads']} threads, "
+            f"{statistics.median(r['appends_per_s'] for r in runs):.1f} audio appends / s sent, "
+            f"{'connected' if runs[-1]['connected'] else 'no session'}, "
+            + (f"{runs[-1]['wakes']} wakes, " if runs[-1].get("wakes") is not None else "")
+            + f"READY after {statistics.median(r['ready_s'] for r in runs):.2f} s"
+        )
+    return lines

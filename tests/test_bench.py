@@ -1,9 +1,13 @@
-"""`scripts/bench --quick --json`: one JSON object with exactly issue 8's keys, every one a number.
+"""`scripts/bench --quick --json`: one JSON object with exactly the report's keys, every one a
+number.
 
 The quick run exercises every scenario of the real benchmark (push-to-talk turns, barge-in,
-rollovers, the load run against the official SDK, start-up) with tiny counts, so
-its figures mean nothing; what it proves is that a full run can produce all of them. The
-synthesised speech the wake-word benchmark and tests use (bench/speech.py) is checked here too.
+rollovers, the load run against the official SDK, start-up; the wake-word detector on synthesised
+speech in noise and without the wake word; the daemon waiting in each mode) with tiny counts, so
+its figures mean nothing; what it proves is that a full run can produce all of them. Two things
+hold even so: espeak-ng's reliable voices are heard clean, and half a minute of ordinary speech
+does not wake the detector. The synthesised speech the wake-word benchmark and tests use
+(bench/speech.py) is checked here too, and `--only` on its own.
 """
 
 from __future__ import annotations
@@ -11,25 +15,26 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bench import speech
-from bench.report import KEYS
+from bench.report import KEYS, WAKE_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 def test_quick_bench_prints_every_key_as_a_number() -> None:
     proc = subprocess.run(
         [str(ROOT / "scripts" / "bench"), "--quick", "--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=230,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
@@ -42,6 +47,23 @@ def test_quick_bench_prints_every_key_as_a_number() -> None:
     assert figures["rollover_lost_samples"] == 0
     assert figures["cpu_pct"] > 0 and figures["sdk_cpu_pct"] > 0
     assert 0 < figures["ready_s"] < 10
+    assert figures["wake_detected_clean"] == figures["wake_utterances"] > 0
+    assert figures["wake_false_activations"] == 0 and figures["wake_false_hours"] > 0
+    assert 0 < figures["wake_cpu_pct"] < 100
+
+
+@pytest.mark.timeout(60)
+def test_only_wake_prints_the_wake_keys() -> None:
+    """`--only wake` runs that section alone (no daemon, no setup) and reports its keys only."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "wake", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list(json.loads(proc.stdout)) == list(WAKE_KEYS)
 
 
 needs_espeak = pytest.mark.skipif(not speech.available(), reason="espeak-ng is not installed")
