@@ -176,6 +176,9 @@ class Conversation:
                 self._on_speaker(event)
             case ev.Wake():
                 self.wake(event)
+            case ev.WakeSpeech():
+                if self.mode.gated and self.window.speech():
+                    self._open_uplink(event.start_t, masks=False)
             case ev.Press():
                 self.press(event.t)
             case ev.Release():
@@ -374,8 +377,8 @@ class Conversation:
         self._commit(turn)
 
     def wake(self, event: ev.Wake) -> None:
-        """The wake word, heard on the box: over an answer it interrupts; then the uplink opens
-        with what was said from just before the phrase began."""
+        """The wake word, heard on the box: over an answer it interrupts; the uplink opens once
+        speech follows (`WakeSpeech`), with the words said since just before it."""
         if not self.mode.gated or self.uplink.muted:
             return  # muted: the box hears nothing (a detection already on its way is dropped)
         if self.alarm.stop("the wake word"):
@@ -389,7 +392,8 @@ class Conversation:
             self._interrupt()
             self.playback.guard.lift()  # the user is speaking: no echo tail to wait out
         self.window.wake(event.model, event.probability, event.t)
-        self._open_uplink(event.start_t, masks=False)
+        if not self.session.ready:
+            self.session.connect_now(user=True)  # the handshake runs while the user speaks
         self.feedback.cue("woken")
 
     def _open_uplink(self, since: float, masks: bool) -> None:
@@ -414,7 +418,7 @@ class Conversation:
         self.uplink.muted = muted
         if self.listener is not None:
             self.listener.paused = muted
-        if muted and self.mode.gated and self.window.is_open and self.turn is None:
+        if muted and self.mode.gated and self.window.awake and self.turn is None:
             self.window.shut()
             self._shut_uplink()
         log.info("microphone %s", "muted" if muted else "unmuted")
@@ -828,7 +832,7 @@ class Conversation:
     @property
     def shown_state(self) -> str:
         """The state, with wake mode's open window between turns shown as "woken"."""
-        if self.state == "idle" and self.mode.gated and self.window.is_open:
+        if self.state == "idle" and self.mode.gated and self.window.awake:
             return "woken"
         return self.state
 

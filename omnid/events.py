@@ -62,11 +62,19 @@ class SpeakerEvent:
 
 @dataclass(slots=True)
 class Wake:
-    """The wake word, heard on the box (`wake.WakeListener`): the uplink opens with the audio
-    captured since `start_t` (just before the phrase began)."""
+    """The wake word, heard on the box (`wake.WakeListener`) at `t` (capture time): an answer
+    stops; the box waits for speech after it."""
 
     model: str
     probability: float
+    t: float = field(default_factory=_now)
+
+
+@dataclass(slots=True)
+class WakeSpeech:
+    """Speech followed the wake word: the uplink opens with the audio captured since
+    `start_t` (just before the phrase, or before the question after a pause)."""
+
     start_t: float
     t: float = field(default_factory=_now)
 
@@ -196,6 +204,7 @@ Event = (
     | FunctionResult
     | SpeakerEvent
     | Wake
+    | WakeSpeech
     | Press
     | Release
     | Tap

@@ -69,9 +69,12 @@ class Status:
         self._outage = OutageNotice()
 
     def public(self, state: str) -> str:
-        """The conversation's state, or while idle, whether the session is there."""
-        if state != "idle" or self._session.ready:
+        """The conversation's state, or while idle, whether the session is there and whether
+        the microphone is muted."""
+        if state != "idle":
             return state
+        if self._session.ready:
+            return "muted" if self._uplink.muted else "idle"
         return "offline" if self._session.state == "offline" else "connecting"
 
     def reply(self, state: str, turns: int) -> dict[str, Any]:
@@ -112,14 +115,14 @@ class Status:
             return self._health.audio_trouble
         if budget.exhausted:
             return f"daily token limit reached ({budget.tokens} tokens); resumes at midnight"
-        if state == "idle":
+        if state in ("idle", "muted"):
             wake = self._wake
             wakes = (
                 f", {wake.activations} wakes, {wake.without_turn} without a turn"
                 if wake is not None
                 else ""
             )
-            return f"idle (session {session.age_s() / 60:.0f} min, {turns} turns{wakes})"
+            return f"{state} (session {session.age_s() / 60:.0f} min, {turns} turns{wakes})"
         if state == "offline" and session.retry_at is not None:
             wait = max(0.0, session.retry_at - self._clock())
             return f"offline, retrying in {wait:.0f} s: {session.last_error}"
@@ -130,8 +133,7 @@ class Status:
         outage's start and end."""
         feedback = self._feedback
         feedback.status(self.line(state, turns))
-        shown = self.public(state)
-        feedback.state("muted" if self._uplink.muted and shown == "idle" else shown)
+        feedback.state(self.public(state))
         cue = self._outage.update(self._session.ready, self._clock())
         if cue is not None:
             feedback.cue(cue)

@@ -11,7 +11,8 @@ conversation thread, like every control command:
 
 The other half of the test interface is the `audio open: … started at wall T` log line, which
 gives the wall-clock time the `wav:` devices' shared clock started, so a test can place the
-samples it wrote and read on the daemon's timeline.
+samples it wrote and read on the daemon's timeline; so does the wake word's `heard at wall T`
+line (`wake.py`), the capture time of the block in which the detector fired.
 """
 
 from __future__ import annotations

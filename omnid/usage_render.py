@@ -35,6 +35,8 @@ def _period_json(period: Period, prices: dict[str, float] | None) -> dict[str, A
             tool: {"calls": sum(outcomes.values()), **dict(sorted(outcomes.items()))}
             for tool, outcomes in sorted(period.tools.items())
         },
+        "wakes": period.wakes,
+        "wakes_without_turn": period.wakes_without_turn,
     }
     if prices is not None:
         out["cost"] = round(sum(m["cost"] for m in models.values()), 6)
@@ -101,6 +103,9 @@ def render_text(
     header = ["model", *(title for title, _key in _COLUMNS)] + (["cost"] if prices else [])
     for label, period in periods:
         out.write("\n" + _heading(label, period) + "\n")
+        if period.wakes:
+            n, idle = period.wakes, period.wakes_without_turn
+            out.write(f"  wake word: {n} time{'s' * (n != 1)}, {idle} without a turn\n")
         for tool, outcomes in sorted(period.tools.items()):
             how = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
             calls = sum(outcomes.values())

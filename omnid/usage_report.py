@@ -30,7 +30,7 @@ from typing import Any, TextIO
 from omnid.config import ConfigError, load_config
 
 UNIT = "omnid.service"
-EVENTS = ("usage", "turn", "session_open", "tool")
+EVENTS = ("usage", "turn", "session_open", "tool", "wake")
 # (key in reports, journal field, [usage] price key): the five billed modalities.
 MODALITIES = (
     ("input_text_tokens", "OMNID_INPUT_TEXT_TOKENS", "price_input_text"),
@@ -192,12 +192,15 @@ class Tokens:
 @dataclass
 class Period:
     """A day (or the whole report): tokens per model, turns by outcome, sessions opened,
-    function calls per tool (by outcome)."""
+    function calls per tool (by outcome), wake words heard and those no turn followed (what an
+    owner tunes `wake.probability_cutoff` by)."""
 
     models: dict[str, Tokens] = field(default_factory=dict)
     turns: Counter[str] = field(default_factory=Counter)
     sessions: int = 0
     tools: dict[str, Counter[str]] = field(default_factory=dict)
+    wakes: int = 0
+    wakes_without_turn: int = 0
 
     def merge(self, other: Period) -> None:
         for model, tokens in other.models.items():
@@ -206,6 +209,8 @@ class Period:
         self.sessions += other.sessions
         for tool, outcomes in other.tools.items():
             self.tools.setdefault(tool, Counter()).update(outcomes)
+        self.wakes += other.wakes
+        self.wakes_without_turn += other.wakes_without_turn
 
 
 @dataclass
@@ -225,7 +230,8 @@ class Report:
 def summarise(
     lines: Iterable[str], since: dt.datetime | None = None, until: dt.datetime | None = None
 ) -> Report:
-    """Sum the usage, turn, session_open and tool records of `lines` (journalctl -o json)."""
+    """Sum the usage, turn, session_open, tool and wake records of `lines` (journalctl -o
+    json)."""
     report = Report()
     cursors: set[str] = set()
     for line in lines:
@@ -282,6 +288,12 @@ def _one(event: str, entry: dict[str, Any]) -> Period:
         if not tool or not outcome:
             raise ValueError("OMNID_TOOL")
         period.tools.setdefault(tool, Counter())[outcome] += 1
+    elif event == "wake":
+        followed = _value(entry.get("OMNID_TURN"))
+        if followed not in ("true", "false"):
+            raise ValueError("OMNID_TURN")
+        period.wakes = 1
+        period.wakes_without_turn = int(followed == "false")
     else:
         period.sessions += 1
     return period

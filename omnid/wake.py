@@ -12,6 +12,15 @@ own by `omnid wake-test` and the benchmark. It adds what the library leaves out 
   looks back from the detection for the quiet that preceded the phrase, so the uplink can open
   from just before the phrase's onset and no earlier.
 
+Nothing is sent on the wake word alone. The phrase is speech, and the service's VAD would answer
+it as a turn of its own ("okay nabu" — "Hello, how can I help?") and stream the room after a
+false wake. So after a detection the listener waits (up to `wake.no_speech_s`) for speech after
+the phrase, and only then says where the uplink opens: from just before the phrase when the
+question ran straight on from it (the phrase and the question's first word, which begins before
+the detection fires, go out together), or from just before the question after a pause (the
+phrase alone would be committed as a turn when the pause is longer than the service's
+`silence_duration_ms`).
+
 `WakeListener` runs two detectors on a thread of its own, never in the audio callback nor on
 the conversation thread: one on the raw microphone (before mute, masks or the echo guard, so
 the wake word is heard over an answer), one on what the box plays. A microphone detection that
@@ -24,6 +33,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from omnid.events import Event, Wake
+from omnid.events import Event, Wake, WakeSpeech
 from omnid.micfeed import MicFeed, MicQueue
 from omnid.models import WIRE_INPUT_RATE, WIRE_OUTPUT_RATE
 
@@ -48,9 +58,15 @@ LOUDNESS_HISTORY_S = 5.0
 ONSET_LOOKBACK_S = 1.6  # the longest wake phrase plus the detector's lag, at a slow speaker's pace
 ONSET_QUIET_S = 0.2  # a pause this long before the phrase marks where it began
 ONSET_MARGIN_S = 0.15  # opened this much before the estimated onset (a soft first sound)
+LOUD_OVER_FLOOR_DB = 12.0  # speech, against the quietest tenth of the last seconds …
+DIGITAL_QUIET_DB = 20.0  # … and never below ~-70 dBFS (a digitally silent input)
+SPEECH_AFTER_S = 0.1  # speech after the wake word: begun no earlier than this before it fired …
+SPEECH_MIN_S = 0.08  # … and loud this long without a break
+QUESTION_MARGIN_S = 0.3  # after a pause, the uplink opens this long before the question
 ECHO_PROBABILITY = 0.5  # the output detector this sure means the box is saying the phrase …
 ECHO_BEFORE_S = 1.5  # … if that was played up to this long before the microphone's detection
 ECHO_AFTER_S = 0.3  # (the way out through the device and back) or just after it
+OUTPUT_GAP_S = 2.0  # output resuming after this long is a new answer
 
 
 def available() -> bool:
@@ -134,15 +150,50 @@ class Detector:
         for i, level in enumerate(db):
             self._loudness.append((start + (i + 1) * FRAME_S, float(level)))
 
+    def _loud(self) -> float:
+        """The level that counts as speech here and now."""
+        if not self._loudness:
+            return DIGITAL_QUIET_DB
+        floor = float(np.percentile([db for _, db in self._loudness], 10))
+        return max(floor + LOUD_OVER_FLOOR_DB, DIGITAL_QUIET_DB)
+
+    def speech_since(self, t0: float, min_s: float = SPEECH_MIN_S) -> float | None:
+        """Where the first stretch of speech (`min_s` loud without a break) begun at or after
+        `t0` began, or None when none has been heard yet."""
+        loud, need = self._loud(), round(min_s / FRAME_S)
+        run, start = 0, 0.0
+        for ft, db in self._loudness:
+            if ft - FRAME_S < t0 - 1e-6:
+                continue
+            if db < loud:
+                run = 0
+                continue
+            if run == 0:
+                start = ft - FRAME_S
+            run += 1
+            if run >= need:
+                return start
+        return None
+
+    def paused_between(self, a: float, b: float) -> bool:
+        """Whether a pause of `ONSET_QUIET_S` or more lies between `a` and `b`."""
+        loud, need = self._loud(), round(ONSET_QUIET_S / FRAME_S)
+        run = 0
+        for ft, db in self._loudness:
+            if not a < ft <= b:
+                continue
+            run = run + 1 if db < loud else 0
+            if run >= need:
+                return True
+        return False
+
     def onset(self, t: float) -> float:
         """Where the phrase heard by `t` began: after the last pause of `ONSET_QUIET_S`, looking
         back at most `ONSET_LOOKBACK_S` (speech without a pause before the wake word)."""
         history = [(ft, db) for ft, db in self._loudness if t - ONSET_LOOKBACK_S <= ft <= t]
         if not history:
             return t - ONSET_LOOKBACK_S
-        levels = np.array([db for _, db in self._loudness])
-        floor = float(np.percentile(levels, 10))
-        loud = max(floor + 12.0, 20.0)  # dB over the room's quiet (20: ~-70 dBFS, digital quiet)
+        loud = self._loud()
         need = round(ONSET_QUIET_S / FRAME_S)
         i = len(history) - 1
         while i >= 0 and history[i][1] < loud:
@@ -187,6 +238,8 @@ class WakeListener:
         self._resampler: Any = None
         self._output_end = float("-inf")
         self._echo_times: deque[float] = deque(maxlen=400)
+        self._no_speech_s = cfg.no_speech_s
+        self._awaiting: Detection | None = None  # woken: is speech following the phrase?
         self.paused = False  # muted: nothing is heard at all (set by the conversation thread)
         self.ignored_echo = 0
         self._stopping = False
@@ -219,10 +272,13 @@ class WakeListener:
                 self._hear_output()
                 blocks = self._mic.take()
                 if self.paused:
+                    self._awaiting = None
                     continue
                 for block in blocks:
                     for found in self._detector.feed(block.pcm, block.t):
                         self._detected(found)
+                if blocks and self._awaiting is not None:
+                    self._look_for_speech(self._awaiting, blocks[-1].t)
             except Exception:  # a detector failure must not take the thread with it
                 log.exception("wake word detector failed on a block")
 
@@ -231,11 +287,12 @@ class WakeListener:
 
         while self._output:
             pcm, t_start = self._output.popleft()
-            if self._resampler is None or t_start > self._output_end + 0.05:
-                # A new stretch of output: the resampler and the detector start afresh.
+            if self._resampler is None or t_start > self._output_end + OUTPUT_GAP_S:
+                # A new answer: the resampler and the detector start afresh. (A shorter gap is
+                # the network's jitter inside one answer: the phrase may straddle it.)
                 self._resampler = soxr.ResampleStream(WIRE_OUTPUT_RATE, RATE, 1, dtype="int16")
                 self._echo.reset()
-            self._output_end = t_start + len(pcm) / WIRE_OUTPUT_RATE
+            self._output_end = max(t_start, self._output_end) + len(pcm) / WIRE_OUTPUT_RATE
             pcm16 = self._resampler.resample_chunk(np.asarray(pcm, dtype=np.int16))
             self._echo.feed(pcm16, self._output_end, self._echo_heard)
 
@@ -249,14 +306,31 @@ class WakeListener:
             self.ignored_echo += 1
             log.info("wake word heard in the box's own voice (p=%.2f): ignored", found.probability)
             return
-        start = max(found.onset_t - ONSET_MARGIN_S, found.t - ONSET_LOOKBACK_S - ONSET_MARGIN_S)
+        # "heard at wall": part of the test interface (omnid/testhooks.py), which times the
+        # speaker's silence from the detection.
         log.info(
-            "wake word %s (p=%.2f, phrase from %.2f s before)",
+            "wake word %s (p=%.2f, phrase from %.2f s before; heard at wall %.6f)",
             self.model,
             found.probability,
             found.t - found.onset_t,
+            time.time() - (time.monotonic() - found.t),
         )
-        self._post(Wake(self.model, found.probability, start, found.t))
+        self._post(Wake(self.model, found.probability, found.t))
+        self._awaiting = found
+
+    def _look_for_speech(self, found: Detection, now: float) -> None:
+        """Woken: once speech follows the phrase, say where the uplink opens."""
+        start = self._detector.speech_since(found.t - SPEECH_AFTER_S)
+        if start is None:
+            if now > found.t + self._no_speech_s:
+                self._awaiting = None  # the conversation's window shuts on its own clock
+            return
+        self._awaiting = None
+        if self._detector.paused_between(found.onset_t, start):
+            since = start - QUESTION_MARGIN_S  # a pause after the phrase: the question alone
+        else:
+            since = found.onset_t - ONSET_MARGIN_S  # ran straight on: the phrase and the question
+        self._post(WakeSpeech(since, now))
 
 
 def open_listener(cfg: Config, feed: MicFeed, post: Callable[[Event], None]) -> WakeListener | None:

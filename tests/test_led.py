@@ -261,7 +261,8 @@ def test_confirm_and_alarm_flash_in_groups_every_period(run: Run, name: str, fla
 
 
 def test_pattern_table_covers_every_state() -> None:
-    states = {"idle", "listening", "thinking", "speaking", "muted", "offline", "connecting"}
+    states = {"idle", "woken", "listening", "thinking", "speaking", "muted", "offline"}
+    states |= {"connecting"}
     assert states | {"error"} <= set(PATTERNS)
     for name, pattern in PATTERNS.items():
         assert pattern.meaning, name

@@ -251,6 +251,7 @@ def test_json_shape(tmp_path: Path) -> None:
     }  # fmt: skip
     period_keys = {
         "sessions", "turns", "turn_count", "responses", "total_tokens", "models", "tools",
+        "wakes", "wakes_without_turn",
     }  # fmt: skip
     token_keys = {
         "responses", *MODALITIES, "input_tokens", "output_tokens", "total_tokens", "search_count",
@@ -390,6 +391,7 @@ def test_journalctl_is_asked_for_the_units_records(tmp_path: Path) -> None:
         "OMNID_EVENT=turn",
         "OMNID_EVENT=session_open",
         "OMNID_EVENT=tool",
+        "OMNID_EVENT=wake",
     }
     assert argv[argv.index("--since") + 1] == "yesterday"
     assert argv[argv.index("--until") + 1] == "now"
@@ -445,3 +447,23 @@ def test_an_export_piped_on_stdin(tmp_path: Path) -> None:
     assert report["total"]["total_tokens"] == sum(
         u["total_tokens"] for _s, u in service_responses()
     )
+
+
+def test_wake_words_without_a_turn_are_counted(tmp_path: Path) -> None:
+    """Wake mode's `wake` records, made from the recording's turn records: three wakes, two of
+    which no turn followed (what an owner raises `wake.probability_cutoff` for)."""
+    entries = export_entries()
+    turn = next(e for e in entries if e.get("OMNID_EVENT") == "turn")
+    for i, followed in enumerate(["false", "true", "false"]):
+        wake = {k: v for k, v in turn.items() if not k.startswith("OMNID_") and k != "__CURSOR"}
+        wake.update(OMNID_EVENT="wake", OMNID_WAKE_MODEL="okay_nabu", OMNID_PROBABILITY="0.912")
+        wake.update(OMNID_TURN=followed, __CURSOR=f"wake-{i}")
+        entries.append(wake)
+    entries.append({**entries[-1], "OMNID_TURN": "maybe", "__CURSOR": "wake-bad"})
+    path = write_entries(tmp_path / "wakes.json", entries)
+    report = usage_json(tmp_path, path)
+    assert (report["total"]["wakes"], report["total"]["wakes_without_turn"]) == (3, 2)
+    assert report["skipped"] == 1  # the record whose TURN is neither true nor false
+    assert report["total"]["turns"] == RECORDED_TURNS  # a wake is not a turn
+    code, text, _ = usage(tmp_path, path)
+    assert code == 0 and "wake word: 3 times, 2 without a turn" in text
