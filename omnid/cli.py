@@ -136,6 +136,25 @@ def _usage(args: argparse.Namespace) -> int:
     return run(args.config, args.file, args.since, args.until, args.json)
 
 
+def _wake_test(args: argparse.Namespace) -> int:
+    cfg = _config_or_status(args.config)
+    if isinstance(cfg, int):
+        return cfg
+    from omnid.waketest import run
+
+    return run(cfg, args.seconds)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omnid", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -181,6 +200,27 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tools", help="every tool the model will see, and whether it can run")
     p.add_argument("--config", type=Path, help="config file (default: $OMNID_CONFIG, /etc/omnid)")
     p.set_defaults(func=_tools)
+
+    p = sub.add_parser(
+        "wake-test",
+        help="the wake-word detector's live probability, to set wake.probability_cutoff",
+        description=(
+            "Listen on audio.input_device with the [wake] settings and print, four times a "
+            "second, the detector's latest and highest probability against the cutoff, and "
+            "WAKE on each detection. Say the wake word where people will say it, and let the "
+            "room sound as it usually does: a cutoff between the two peaks suits the room. "
+            "Nothing is sent or recorded. Stop the daemon first if it holds the microphone. "
+            "Exit status 0; 78 when the config is bad or the wake extra is not installed; "
+            "69 when the microphone cannot be opened or delivers nothing."
+        ),
+    )
+    p.add_argument("--config", type=Path, help="config file (default: $OMNID_CONFIG, /etc/omnid)")
+    p.add_argument(
+        "--seconds",
+        type=_positive_seconds,
+        help="stop after this much audio (default: run until Ctrl-C)",
+    )
+    p.set_defaults(func=_wake_test)
 
     sub.add_parser("simulate", help="the local simulator of the service (see --help)")
     return parser

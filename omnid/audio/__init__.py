@@ -37,6 +37,7 @@ __all__ = [
     "SpeakerEventCallback",
     "list_devices",
     "open_audio",
+    "open_microphone",
 ]
 
 
@@ -70,18 +71,7 @@ def open_audio(
     out_wav = output_device.startswith(WAV_PREFIX)
     shared = WavClock(block_ms) if in_wav and out_wav else None
 
-    mic: Microphone
-    if in_wav:
-        mic = WavMicrophone(
-            input_device,
-            block_ms=block_ms,
-            on_mic_block=on_mic_block,
-            clock=shared or WavClock(block_ms),
-        )
-    else:
-        mic = _portaudio().PortAudioMicrophone(
-            input_device, block_ms=block_ms, on_mic_block=on_mic_block
-        )
+    mic = open_microphone(input_device, block_ms=block_ms, on_mic_block=on_mic_block, clock=shared)
     try:
         spk: Speaker
         if out_wav:
@@ -103,6 +93,30 @@ def open_audio(
         mic.close()
         raise
     return mic, spk
+
+
+def open_microphone(
+    input_device: str,
+    *,
+    block_ms: int,
+    on_mic_block: MicCallback,
+    clock: WavClock | None = None,
+) -> Microphone:
+    """Open (not start) the microphone alone, as `open_audio` does (`omnid wake-test` needs no
+    speaker). A `wav:` input runs on `clock`, or on a clock of its own."""
+    if block_ms <= 0:
+        raise ValueError(f"block_ms must be positive, not {block_ms}")
+    if input_device.startswith(WAV_PREFIX):
+        return WavMicrophone(
+            input_device,
+            block_ms=block_ms,
+            on_mic_block=on_mic_block,
+            clock=clock or WavClock(block_ms),
+        )
+    mic: Microphone = _portaudio().PortAudioMicrophone(
+        input_device, block_ms=block_ms, on_mic_block=on_mic_block
+    )
+    return mic
 
 
 def list_devices() -> list[dict[str, Any]]:
