@@ -123,3 +123,24 @@ def test_muted_the_wake_word_is_ignored_and_status_says_so(tmp_path: Path) -> No
     assert sink.lines[-1].startswith("muted (session")
     assert r.conv.mute(["maybe"])["ok"] is False
     assert r.conv.mute(["off"])["state"] == "idle"
+
+
+def test_the_wake_earcon_is_opt_in_and_never_blanks_the_words_after_it(tmp_path: Path) -> None:
+    """`wake.earcon`: a short tone on the wake word, without the mask the listening earcon
+    puts on the microphone (the question follows at once)."""
+    from omnid.earcons import Earcons
+
+    woken = Earcons.generate().woken
+    for opted in (False, True):
+        (tmp_path / str(opted)).mkdir()
+        r, _ = rig(tmp_path / str(opted), f"[wake]\nearcon = {str(opted).lower()}\n")
+        cfg = r.conv.settings.current
+        r.conv.settings.current = cfg.model_copy(
+            update={"audio": cfg.audio.model_copy(update={"earcons": True})}
+        )
+        wake(r)
+        played = [p for p in r.speaker.played if len(p) == len(woken) and (p == woken).all()]
+        assert len(played) == int(opted)
+        r.conv.handle(ev.WakeSpeech(r.now, r.now))
+        r.speak(0.5, level=444)
+        assert set(sent_audio(r).tolist()) == {444}  # nothing of it blanked
