@@ -67,7 +67,7 @@ from tests.secret_guard import make_key
 
 EXAMPLES = int(os.environ.get("OMNID_FUZZ_EXAMPLES", "30"))
 STATES = {"idle", "listening", "thinking", "speaking"}
-PUBLIC = STATES | {"offline", "connecting"}
+PUBLIC = STATES | {"offline", "connecting", "muted", "woken"}
 CLIENT_TYPES = {"session.update", "input_image_buffer.append", "conversation.item.create"}
 CLIENT_TYPES |= {f"input_audio_buffer.{x}" for x in ("append", "commit", "clear")}
 CLIENT_TYPES |= {"response.create", "response.cancel"}
@@ -396,6 +396,9 @@ actions = st.one_of(
     st.tuples(st.just("failed"), targets, st.sampled_from(["auth", "quota", "network"])),
     st.tuples(st.just("dropped"), targets, st.sampled_from([None, 1000, 1006, 1007, 1011])),
     st.tuples(st.just("frame")),
+    st.tuples(st.just("wake"), st.floats(0.86, 0.99)),  # the listener's events (wake mode)
+    st.tuples(st.just("wake_speech"), st.sampled_from([0.0, 0.3, 1.2])),
+    st.tuples(st.just("mute"), st.sampled_from([[], ["on"], ["off"]])),
 )
 
 
@@ -448,6 +451,12 @@ def _apply(rig: Rig, action: tuple[Any, ...]) -> None:
         rig.dropped(action[1], action[2])
     elif kind == "frame":  # the camera feed posts a frame (requested or not)
         rig.handle(ev.Frame(b"\xff\xd8\xff\xd9", 640, 480, rig.now))
+    elif kind == "wake":  # posted in any mode: only wake mode may act on it
+        rig.handle(ev.Wake("okay_nabu", action[1], rig.now))
+    elif kind == "wake_speech":
+        rig.handle(ev.WakeSpeech(rig.now - action[1], rig.now))
+    elif kind == "mute":
+        rig.conv.mute(action[1])
 
 
 # ---------------------------------------------------------------------- the protocol as an oracle
@@ -589,7 +598,7 @@ def fuzz(
         judge(run_example(tmp_path / str(next(counter)), captured, mode, guard, camera, steps))
 
     test = given(
-        mode=st.sampled_from(["manual", "vad"]),
+        mode=st.sampled_from(["manual", "vad", "wake"]),
         guard=st.sampled_from(["half_duplex", "off"]),
         camera=st.sampled_from([None, "turn", "always"]),
         steps=st.lists(actions, min_size=30, max_size=70),
