@@ -1,12 +1,13 @@
 """`scripts/bench`: omnid's latency, losses, CPU and memory against `omnid simulate`, and the
 official SDK's CPU and memory on the same workload (issue 8); the wake-word detector's hits,
-false activations and cost on synthesised speech, and the daemon's CPU while it waits in each
-mode (issue 17).
+false activations and cost on synthesised speech, the daemon's CPU while it waits in each
+mode, and wake mode's session kept warm or opened on the wake word (issue 17).
 
     scripts/bench                a table, with the targets and the machine
     scripts/bench --json         one JSON object with exactly the keys of the report, all numbers
     scripts/bench --quick        a smoke run (seconds, not minutes; figures not meaningful)
-    scripts/bench --only wake    one section (issue8, wake, waiting; comma-separated for several)
+    scripts/bench --only wake    one section (issue8, wake, waiting, wake-session; comma-separated
+                                 for several)
 
 Everything runs on loopback with `wav:` audio devices: `omnid run` and `omnid simulate` as their
 own processes, driven through the control socket, read back from the journal records, the
@@ -37,6 +38,7 @@ from bench.sessions import sessions
 from bench.speech import VOICES
 from bench.waiting import waiting
 from bench.wake import wake
+from bench.wake_session import wake_session
 
 
 @dataclass
@@ -55,6 +57,8 @@ class Plan:
     wake_near_miss_voices: int
     wake_bed_s: float  # length of each noise bed
     waiting_s: float  # each mode's measuring window (after `load_warmup_s`), `load_rounds` runs
+    wake_session_rounds: int  # runs of each session setting, one wake each, interleaved
+    wake_session_parallel: bool  # a round's settings at once (a smoke run's shortcut)
 
     @classmethod
     def full(cls, repeat: int) -> Plan:
@@ -65,6 +69,8 @@ class Plan:
             wake_near_miss_voices=len(VOICES),
             wake_bed_s=120.0,
             waiting_s=30.0,
+            wake_session_rounds=3 * repeat,
+            wake_session_parallel=False,
         )
 
     @classmethod
@@ -76,6 +82,8 @@ class Plan:
             wake_near_miss_voices=1,
             wake_bed_s=10.0,
             waiting_s=3.0,
+            wake_session_rounds=1,
+            wake_session_parallel=True,
         )
 
 
@@ -109,6 +117,13 @@ def run(plan: Plan, work: Path, sections: list[str]) -> dict[str, Any]:
         jobs.append(
             ("waiting", lambda d: waiting(d, plan.load_warmup_s, plan.waiting_s, plan.load_rounds))
         )
+    if "wake-session" in sections:
+        jobs.append(
+            (
+                "wake-session",
+                lambda d: wake_session(d, plan.wake_session_rounds, plan.wake_session_parallel),
+            )
+        )
 
     def one(name: str, job: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
         directory = work / name
@@ -129,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="one JSON object with the report's keys")
     p.add_argument("--quick", action="store_true", help="a smoke run: keys, not measurements")
     p.add_argument(
-        "--repeat", type=int, default=2, help="runs of each scenario but sessions and wake (2)"
+        "--repeat",
+        type=int,
+        default=2,
+        help="runs of each scenario but sessions and wake (2); wake-session: 3 × this",
     )
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument(

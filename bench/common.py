@@ -99,11 +99,13 @@ def launch(
     timeout: float = 20.0,
     env: dict[str, str] | None = None,
     connected: bool = True,
+    url: str | None = None,
 ) -> BenchDaemon:
     """`omnid run` against `sim` (`extra` added to its config, `env` to its environment), with
     `daemon.ready_s` = process start → READY=1 and, unless `connected` is False (a mode that
-    need not hold a session while it waits), the session connected before returning."""
-    config = write_config(tmp, sim.url, key, extra)
+    need not hold a session while it waits), the session connected before returning. `url`:
+    where it connects instead of the simulator's own address (a proxy in front of it)."""
+    config = write_config(tmp, url or sim.url, key, extra)
     notify = NotifySocket(tmp / "notify.sock", clock=time.monotonic)
     started = time.monotonic()
     daemon = BenchDaemon(tmp, config, key, NOTIFY_SOCKET=str(notify.path), **(env or {}))

@@ -1,6 +1,7 @@
 """The figures from the scenarios' raw results, and the human table: issue 8's (latency, losses,
-CPU and memory against the SDK), then issue 17's wake word (the detector, and the daemon waiting in
-each mode). Each section's keys are reported when that section ran (`--only`)."""
+CPU and memory against the SDK), then issue 17's wake word (the detector, the daemon waiting in
+each mode, and wake mode's session kept warm or opened on the wake word). Each section's keys are
+reported when that section ran (`--only`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from bench.common import numbers, pct
 from bench.waiting import MODES
 from bench.wake import NOISES, SNRS
+from bench.wake_session import NAMES as SESSION_SETTINGS
 
 ISSUE8_KEYS = (
     "commit_ms_p50",
@@ -42,8 +44,26 @@ WAKE_KEYS = (
 WAITING_KEYS = tuple(
     f"waiting_{what}_{mode}" for what in ("cpu_pct", "vcsw_per_s", "ivcsw_per_s") for mode in MODES
 )
-SECTIONS = {"issue8": ISSUE8_KEYS, "wake": WAKE_KEYS, "waiting": WAITING_KEYS}
-KEYS = ISSUE8_KEYS + WAKE_KEYS + WAITING_KEYS
+WAKE_SESSION_KEYS = (
+    *(
+        f"wake_session_{what}_ms_{s}"
+        for what in ("first_audio", "after_question")
+        for s in SESSION_SETTINGS
+    ),
+    *(
+        f"wake_session_reconnects_per_{per}_{s}"
+        for per in ("min", "hour")
+        for s in ("warm", "cold")
+    ),
+    *(f"wake_session_connects_per_wake_{s}" for s in ("warm", "cold")),
+)
+SECTIONS = {
+    "issue8": ISSUE8_KEYS,
+    "wake": WAKE_KEYS,
+    "waiting": WAITING_KEYS,
+    "wake-session": WAKE_SESSION_KEYS,
+}
+KEYS = ISSUE8_KEYS + WAKE_KEYS + WAITING_KEYS + WAKE_SESSION_KEYS
 
 
 def keys(sections: list[str]) -> list[str]:
@@ -70,6 +90,9 @@ UNITS = {k: "ms" for k in KEYS if "_ms_" in k} | {
 }
 UNITS |= {k: "detected" for k in WAKE_KEYS if k.startswith("wake_detected_")}
 UNITS |= {k: "% core" if "cpu" in k else "/ s" for k in WAITING_KEYS}
+UNITS |= {k: "/ min" for k in WAKE_SESSION_KEYS if "_per_min_" in k}
+UNITS |= {k: "/ h" for k in WAKE_SESSION_KEYS if "_per_hour_" in k}
+UNITS |= {k: "/ wake" for k in WAKE_SESSION_KEYS if "_per_wake_" in k}
 
 # (key, target as text, check); the benchmark reports them, it does not fail on them.
 TARGETS: list[tuple[str, str, Callable[[float], bool]]] = [
@@ -92,7 +115,7 @@ def summarise(raw: dict[str, Any], longest: float) -> tuple[dict[str, float], di
     figures: dict[str, float] = {}
     details: dict[str, Any] = {}
     if "load" in raw:
-        mine = {k: v for k, v in raw.items() if k not in ("wake", "waiting")}
+        mine = {k: v for k, v in raw.items() if k not in ("wake", "waiting", "wake-session")}
         figures, details = _issue8(mine, longest)
     if "wake" in raw:
         figures |= _wake(raw["wake"])
@@ -106,7 +129,28 @@ def summarise(raw: dict[str, Any], longest: float) -> tuple[dict[str, float], di
             if mode in w
         }
         details["waiting"] = w
+    if "wake-session" in raw:
+        figures |= _wake_session(raw["wake-session"]["settings"])
+        details["wake-session"] = raw["wake-session"]
     return figures, details
+
+
+def _wake_session(settings: dict[str, Any]) -> dict[str, float]:
+    figures = {
+        f"wake_session_{what}_ms_{name}": settings[name][f"{what}_ms"]
+        for what in ("first_audio", "after_question")
+        for name in SESSION_SETTINGS
+    }
+    figures |= {
+        f"wake_session_reconnects_per_{per}_{name}": settings[name][f"reconnects_per_{per}"]
+        for per in ("min", "hour")
+        for name in ("warm", "cold")
+    }
+    figures |= {
+        f"wake_session_connects_per_wake_{name}": settings[name]["connects_per_wake"]
+        for name in ("warm", "cold")
+    }
+    return {k: round(float(v), 3) for k, v in figures.items()}
 
 
 def _wake(w: dict[str, Any]) -> dict[str, float]:
@@ -199,21 +243,25 @@ def _turns(result: dict[str, Any]) -> list[dict[str, str]]:
 
 def table(figures: dict[str, float], details: dict[str, Any], info: dict[str, str]) -> str:
     targets = {key: (text, check) for key, text, check in TARGETS}
-    lines = [f"{'figure':<28} {'value':>10}  {'unit':<8} {'target':<22}", "-" * 76]
-    for key in [k for k in KEYS if k in figures]:
+    shown = [k for k in KEYS if k in figures]
+    width = max([28, *(len(k) for k in shown)])  # the wake session's keys are longer
+    lines = [f"{'figure':<{width}} {'value':>10}  {'unit':<8} {'target':<22}", "-" * (width + 48)]
+    for key in shown:
         value = figures[key]
         text, check = targets.get(key, ("", None))
         verdict = "" if check is None else ("ok" if check(value) else "MISSED")
         unit = UNITS[key]
         if unit == "detected":
             unit = f"of {figures['wake_utterances']:g}"
-        lines.append(f"{key:<28} {value:>10.3f}  {unit:<8} {text:<22} {verdict}".rstrip())
+        lines.append(f"{key:<{width}} {value:>10.3f}  {unit:<8} {text:<22} {verdict}".rstrip())
     if "sessions" in details:
         lines += _issue8_lines(details)
     if "wake" in details:
         lines += _wake_lines(details["wake"])
     if "waiting" in details:
         lines += _waiting_lines(details["waiting"])
+    if "wake-session" in details:
+        lines += _wake_session_lines(details["wake-session"])
     lines += [
         "",
         f"machine: {info['cpu']}, {info['cores']} cores, {info['memory']} RAM, "
@@ -289,4 +337,39 @@ def _waiting_lines(w: dict[str, Any]) -> list[str]:
             + (f"{runs[-1]['wakes']} wakes, " if runs[-1].get("wakes") is not None else "")
             + f"READY after {statistics.median(r['ready_s'] for r in runs):.2f} s"
         )
+    return lines
+
+
+def _wake_session_lines(w: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"wake mode's session: one wake per run, 'okay nabu, what time is it' "
+        f"{w['onset_s']:g} s after the start, in {', '.join(dict.fromkeys(w['voices']))}; the "
+        f"simulator closing sessions idle for {w['idle_s']:g} s; medians (range) of the wakes "
+        "that met their case:",
+    ]
+    for name, s in w["settings"].items():
+        spread = s["first_audio_range_ms"]
+        rtt = w["rtts"].get(name)
+        lines.append(
+            f"  {name:<13} first audio {s['first_audio_ms']:.0f} ms after the wake"
+            + (f" ({spread[0]:.0f}–{spread[1]:.0f})" if spread else "")
+            + f", {s['after_question_ms']:.0f} ms after the question; audio at the service "
+            f"{s['uplink_ms']:.0f} ms after the wake"
+            + (
+                f"; handshake {s['handshake_ms']:.0f} ms (round trips of {1000 * rtt:.0f} ms)"
+                if rtt is not None
+                else ""
+            )
+            + f"; {s['as_intended']}/{s['wakes']} wakes as intended ({s['heard']} heard, "
+            f"{s['answered']} answered), {s['connects_per_wake']:.2f} connects per wake"
+        )
+    warm, cold = w["settings"]["warm"], w["settings"]["cold"]
+    lines.append(
+        f"  reconnects while waiting: warm {warm['reconnects_per_min']:.2f} / min at a "
+        f"{w['idle_s']:g} s idle close = {warm['reconnects_per_hour']:.1f} / h at the service's "
+        f"{w['service_idle_s']:g} s; cold {cold['reconnects_per_min']:.2f} / min = "
+        f"{cold['reconnects_per_hour']:.1f} / h, plus {cold['connects_per_wake']:.0f} per wake; "
+        f"the section took {w['seconds']:.0f} s"
+    )
     return lines

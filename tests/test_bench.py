@@ -3,26 +3,34 @@ number.
 
 The quick run exercises every scenario of the real benchmark (push-to-talk turns, barge-in,
 rollovers, the load run against the official SDK, start-up; the wake-word detector on synthesised
-speech in noise and without the wake word; the daemon waiting in each mode) with tiny counts, so
-its figures mean nothing; what it proves is that a full run can produce all of them. Two things
-hold even so: espeak-ng's reliable voices are heard clean, and half a minute of ordinary speech
-does not wake the detector. The synthesised speech the wake-word benchmark and tests use
-(bench/speech.py) is checked here too, and `--only` on its own.
+speech in noise and without the wake word; the daemon waiting in each mode; a wake with wake
+mode's session kept warm and opened on the wake word, on loopback and behind a slow handshake)
+with tiny counts, so its figures mean nothing; what it proves is that a full run can produce all
+of them. Some things hold even so: espeak-ng's reliable voices are heard clean, half a minute of
+ordinary speech does not wake the detector, a warm session reopens on its own while a cold one
+stays shut until the wake word opens one, and a handshake of 3.2 s does not hide behind the
+question. The synthesised speech the wake-word benchmark and tests use (bench/speech.py) is
+checked here too, the slow handshake's proxy (bench/slow_link.py), and `--only` on its own.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 
 from bench import speech
 from bench.report import KEYS, WAKE_KEYS
+from bench.slow_link import SlowHandshake
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +58,12 @@ def test_quick_bench_prints_every_key_as_a_number() -> None:
     assert figures["wake_detected_clean"] == figures["wake_utterances"] > 0
     assert figures["wake_false_activations"] == 0 and figures["wake_false_hours"] > 0
     assert 0 < figures["wake_cpu_pct"] < 100
+    assert figures["wake_session_connects_per_wake_warm"] == 0
+    assert figures["wake_session_connects_per_wake_cold"] == 1
+    assert figures["wake_session_reconnects_per_min_warm"] > 0
+    assert figures["wake_session_reconnects_per_min_cold"] == 0
+    slow, warm = (figures[f"wake_session_first_audio_ms_{s}"] for s in ("cold_slow800", "warm"))
+    assert 0 < warm < slow
 
 
 @pytest.mark.timeout(60)
@@ -64,6 +78,45 @@ def test_only_wake_prints_the_wake_keys() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list(json.loads(proc.stdout)) == list(WAKE_KEYS)
+
+
+def test_slow_link_slows_the_handshake_and_nothing_after_it() -> None:
+    """bench/slow_link.py: the server is reached two round trips late (TCP, TLS), and what it
+    sends is held a round trip until `session.updated` has gone by; then nothing is held."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def echo() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(4096):
+                conn.sendall(data)
+
+    threading.Thread(target=echo, daemon=True).start()
+    rtt = 0.1
+    link = SlowHandshake(f"ws://127.0.0.1:{server.getsockname()[1]}/api-ws/v1/realtime", rtt)
+    parts = urlsplit(link.url)
+    assert parts.path == "/api-ws/v1/realtime" and parts.port != server.getsockname()[1]
+    try:
+        with socket.create_connection(("127.0.0.1", parts.port or 0), timeout=5) as client:
+
+            def ask(message: bytes) -> float:
+                started = time.monotonic()
+                client.sendall(message)
+                got = b""
+                while len(got) < len(message):
+                    got += client.recv(4096)
+                assert got == message
+                return time.monotonic() - started
+
+            first, updated, after = ask(b"upgrade"), ask(b'"session.updated"'), ask(b"audio")
+    finally:
+        link.close()
+        server.close()
+    assert 3 * rtt <= first < 3 * rtt + 0.15
+    assert rtt <= updated < rtt + 0.15
+    assert after < rtt / 2
+    (shake,) = link.handshakes
+    assert shake.ready is not None and shake.ready - shake.accepted >= 4 * rtt
 
 
 needs_espeak = pytest.mark.skipif(not speech.available(), reason="espeak-ng is not installed")
