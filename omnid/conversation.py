@@ -178,7 +178,7 @@ class Conversation:
                 self.wake(event)
             case ev.WakeSpeech():
                 if self.mode.gated and self.window.speech():
-                    self._open_uplink(event.start_t, masks=False)
+                    self.uplink.open_with(self.pre_roll.since(event.start_t), masks=False)
             case ev.Press():
                 self.press(event.t)
             case ev.Release():
@@ -232,7 +232,7 @@ class Conversation:
         self.health.tick(now)
         self.vision.tick()
         if self.mode.gated and self.window.expired(now):
-            self._shut_uplink()
+            self.uplink.shut()
         turn = self.turn
         if turn is None:
             if self.settings.pending is not None:
@@ -331,7 +331,7 @@ class Conversation:
         if self.mode.press == "wake":
             if not self.uplink.muted:  # a long press (the release decides) unmutes
                 self.window.press(t)
-                self._open_uplink(t, masks=True)
+                self.uplink.open_with(self.pre_roll.since(t), masks=True)
             return
         self._open_turn(t)
         self.feedback.cue("listening", t)  # capture runs from the press; the earcon is masked
@@ -396,22 +396,6 @@ class Conversation:
             self.session.connect_now(user=True)  # the handshake runs while the user speaks
         self.feedback.cue("woken")
 
-    def _open_uplink(self, since: float, masks: bool) -> None:
-        """Wake mode: the window opened. What was heard since `since` goes first (the wake
-        phrase and what followed it, already captured), then every block as it comes."""
-        if not self.session.ready:
-            self.session.connect_now(user=True)  # the pre-roll waits for the session
-        for block in self.pre_roll.since(since):
-            self.uplink.stream(self.uplink.gate(block, masks), block.t)
-
-    def _shut_uplink(self) -> None:
-        """Wake mode: the window shut without a turn. Whatever of it is still on the box is
-        dropped, and the service forgets what it got."""
-        self.uplink.discard()
-        self.vision.committed()  # no image may follow audio that is no longer in the buffer
-        if self.session.ready:
-            self.session.send(protocol.audio_clear())
-
     def _mute(self, muted: bool) -> None:
         """Hands-free and wake mode: the microphone off (or on again); in wake mode the
         detector stops listening too."""
@@ -420,7 +404,7 @@ class Conversation:
             self.listener.paused = muted
         if muted and self.mode.gated and self.window.awake and self.turn is None:
             self.window.shut()
-            self._shut_uplink()
+            self.uplink.shut()
         log.info("microphone %s", "muted" if muted else "unmuted")
 
     def mute(self, args: list[str]) -> dict[str, Any]:
@@ -825,7 +809,7 @@ class Conversation:
         if self.mode.gated:
             self.window.turn_ended(outcome in ("answered", "retried"), self.clock())
             if not self.window.is_open:
-                self._shut_uplink()
+                self.uplink.shut()
 
     # ------------------------------------------------------------------ control and status
 

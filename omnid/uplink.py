@@ -6,7 +6,9 @@ under the echo guard: `playback.Playback.silences_mic`), goes out as silence.
 Push-to-talk sends a turn's audio as it is held, and again whole to a new session after a drop.
 Hands-free streams without pause once a session is ready — silence included, because the
 service's VAD needs silence to find the end of speech — keeps what is said while offline, and
-replays what a dead connection swallowed. Every append opens the service's buffer for images.
+replays what a dead connection swallowed. Wake mode streams the same way, but only while its
+window is open: `open_with` starts it with what was said just before, `shut` forgets all of it.
+Every append opens the service's buffer for images.
 """
 
 from __future__ import annotations
@@ -118,15 +120,28 @@ class Uplink:
         while self._offline and self._offline_n - len(self._offline[0]) >= self._max_offline:
             self._offline_n -= len(self._offline.popleft())
 
-    def discard(self) -> None:
-        """Wake mode's window shut: nothing heard so far may still go out, now or after a
-        reconnect (what was kept offline, not yet flushed, or kept for a replay)."""
+    def open_with(self, blocks: list[MicBlock], masks: bool) -> None:
+        """Wake mode's window opened: `blocks` (heard since just before the wake phrase or the
+        question, already captured) go first, streamed like the rest; a session is asked for
+        if none is ready (they wait for it)."""
+        if not self._session.ready:
+            self._session.connect_now(user=True)
+        for block in blocks:
+            self.stream(self.gate(block, masks), block.t)
+
+    def shut(self) -> None:
+        """Wake mode's window shut without a turn: nothing heard so far may still go out, now
+        or after a reconnect (what was kept offline, not yet flushed, or kept for a replay),
+        no image may follow it, and the service forgets what it got."""
         self._pending.clear()
         self._pending_n = 0
         self._offline.clear()
         self._offline_n = 0
         self._unconfirmed.clear()
         self._unconfirmed_n = 0
+        self._vision.committed()
+        if self._session.ready:
+            self._session.send(protocol.audio_clear())
 
     def replay(self, blocks: list[np.ndarray], silence_ms: int) -> None:
         """Queue a dropped turn's audio, then enough silence for the service's VAD to end it.
