@@ -2,7 +2,7 @@
 
 A mode is data: the conversation asks it questions ("does the microphone stream between turns?",
 "what does the button do?") instead of testing the mode's name. A new mode is one more record
-here, plus whatever opens its turns posting an event (the wake-word detector will post one).
+here, plus whatever opens its turns posting an event (as the wake-word detector does).
 
 - `manual` (push-to-talk): the button's press opens the turn and its release commits it; the
   microphone reaches the service only inside a turn.
@@ -10,10 +10,10 @@ here, plus whatever opens its turns posting an event (the wake-word detector wil
   detection opens the turn (`speech_started`), ends it (`speech_stopped`), commits the audio and
   asks for the answer itself. The button interrupts an answer or, when idle, mutes.
 - `wake` (hands-free behind a wake word): `vad`, but the microphone reaches the service only
-  while wake mode's window is open (`wakewindow.WakeWindow`): from the wake word heard on the box
-  — with the audio from just before the phrase began — or a press, until no speech follows, and
-  after an answer for the follow-up. A press wakes it (or interrupts an answer); a long press
-  mutes.
+  while wake mode's window is open (`wakewindow.WakeWindow`): once speech follows the wake word
+  heard on the box (with what was said from just before the phrase, or before the question
+  after a pause), or from a press; through the turn; and after an answer, for the follow-up.
+  A press wakes it (or interrupts an answer); a long press mutes.
 """
 
 from __future__ import annotations
