@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from omnid import events as ev
 from omnid.alarm import Alarm
 from omnid.calls import Calls
-from omnid.camera import CameraFeed, FramePolicy
+from omnid.camera import FramePolicy
 from omnid.config import Config
 from omnid.conversation import Conversation
 from omnid.devices import AudioDevices, Output
@@ -44,6 +44,7 @@ from omnid.volume import VolumeStore
 from omnid.wake import WakeListener
 
 if TYPE_CHECKING:
+    from omnid.camera import CameraFeed
     from omnid.tools.mcp_client import McpHub
 
 HISTORY_TURNS = 50  # the most `session.carry_over_turns` allows; a reload may raise it

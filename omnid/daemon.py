@@ -19,7 +19,7 @@ from omnid import events as ev
 from omnid.assembly import assemble
 from omnid.audio import AudioDeviceError
 from omnid.button import TalkButton, open_button
-from omnid.camera import CameraFeed, open_feed, worst_case_tokens_per_minute
+from omnid.camera import open_feed, worst_case_tokens_per_minute
 from omnid.config import Config
 from omnid.control import ControlServer
 from omnid.conversation import Conversation
@@ -33,6 +33,7 @@ from omnid.volume import VolumeStore, default_state_dir
 from omnid.wake import WakeListener, open_listener
 
 if TYPE_CHECKING:
+    from omnid.camera import CameraFeed
     from omnid.tools.mcp_client import McpHub
 
 log = logging.getLogger("omnid.daemon")
