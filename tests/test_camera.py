@@ -28,16 +28,26 @@ from omnid.camera import (
     CameraFeed,
     FramePolicy,
     FrameSource,
+    Jpeg,
+    Picture,
     RGBArray,
     b64_len,
     encode_frame,
+    fits_as_is,
     list_sources,
     open_feed,
     worst_case_tokens_per_minute,
 )
 from omnid.camera.encode import QUALITY_FLOOR, Attempt, quality_ladder
 from omnid.camera.files import FilesSource
-from omnid.camera.v4l2 import Offer, V4L2Source, list_devices, pick_mode, yuyv_to_rgb
+from omnid.camera.v4l2 import (
+    Offer,
+    V4L2Source,
+    list_devices,
+    mjpeg_picture,
+    pick_mode,
+    yuyv_to_rgb,
+)
 from omnid.config_schema import CameraSection
 from omnid.models import image_tokens
 from omnid.simulator.images import MAX_IMAGE_B64_BYTES, check_image, jpeg_size
@@ -48,6 +58,12 @@ RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 def write_image(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (80, 60)) -> None:
     fmt = "PNG" if path.suffix.lower() == ".png" else "JPEG"
     Image.new("RGB", size, colour).save(path, fmt)
+
+
+def pixels(picture: Picture) -> RGBArray:
+    """The picture a source returned, which must be pixels here (decoded, not a JPEG as it is)."""
+    assert isinstance(picture, np.ndarray), f"expected pixels, got {picture!r}"
+    return picture
 
 
 def mean_colour(rgb: RGBArray) -> tuple[int, int, int]:
@@ -85,14 +101,14 @@ def test_files_cycle_in_name_order_and_relist(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not an image")
     src = FilesSource(tmp_path)
     src.open(64, 48)
-    seen = [mean_colour(src.capture()) for _ in range(4)]
+    seen = [mean_colour(pixels(src.capture())) for _ in range(4)]
     assert [near(c, e) for c, e in zip(seen, [RED, GREEN, BLUE, RED], strict=True)] == [True] * 4
 
     write_image(tmp_path / "ab.png", YELLOW)  # sorts between a.jpg (last shown) and b.png
-    assert near(mean_colour(src.capture()), YELLOW)
-    assert near(mean_colour(src.capture()), GREEN)
+    assert near(mean_colour(pixels(src.capture())), YELLOW)
+    assert near(mean_colour(pixels(src.capture())), GREEN)
     (tmp_path / "c.JPEG").unlink()
-    assert near(mean_colour(src.capture()), RED)  # wrapped round: c is gone
+    assert near(mean_colour(pixels(src.capture())), RED)  # wrapped round: c is gone
     src.close()
 
 
@@ -105,21 +121,21 @@ def test_files_png_and_jpeg_fit_within_the_configured_size(tmp_path: Path) -> No
     os.mkfifo(tmp_path / "4-fifo.jpg")  # opening a FIFO would block forever: must be skipped
     src = FilesSource(tmp_path)
     src.open(64, 48)
-    wide, tall, tiny = (src.capture() for _ in range(3))
+    wide, tall, tiny = (pixels(src.capture()) for _ in range(3))
     assert wide.shape == (48, 64, 3) and near(mean_colour(wide), RED)
     assert tall.shape == (48, 12, 3) and near(mean_colour(tall[24:]), BLUE)
     assert near(mean_colour(tall[:8]), (255, 255, 255))
     assert tiny.shape == (10, 20, 3)  # never upscaled
-    assert wide.dtype == np.uint8 and near(mean_colour(src.capture()), RED)  # cycled, FIFO skipped
+    assert wide.dtype == np.uint8 and near(mean_colour(pixels(src.capture())), RED)  # FIFO skipped
 
 
 def test_files_scale_each_file_once(tmp_path: Path) -> None:
     Image.new("RGB", (4000, 3000), RED).save(tmp_path / "big.jpg", "JPEG")
     src = FilesSource(tmp_path)
     src.open(640, 480)
-    first = src.capture()
+    first = pixels(src.capture())
     t0 = time.perf_counter()
-    again = src.capture()
+    again = pixels(src.capture())
     # Decoding and scaling the 4000×3000 JPEG again would take ~100 ms; a cache hit is a few µs,
     # plus whatever a busy machine adds. `is` below is the exact proof.
     assert time.perf_counter() - t0 < 0.05
@@ -139,7 +155,7 @@ def test_files_missing_or_empty_directory_is_a_camera_error(
     src = FilesSource(tmp_path)
     src.open(64, 48)
     with caplog.at_level(logging.WARNING, logger="omnid.camera"):
-        colours = [mean_colour(src.capture()) for _ in range(3)]
+        colours = [mean_colour(pixels(src.capture())) for _ in range(3)]
     assert all(near(c, GREEN) for c in colours)
     assert caplog.text.count("skipping bad.jpg") == 1  # once per file, not per cycle
     (tmp_path / "good.png").unlink()
@@ -467,7 +483,7 @@ class HangingSource(FilesSource):
         super().__init__(path)
         self.captures = 0
 
-    def capture(self) -> RGBArray:
+    def capture(self) -> Picture:
         self.captures += 1
         if self.captures > 1 and HangingSource.hang.is_set():
             HangingSource.release.wait(10)
@@ -547,7 +563,7 @@ def test_close_returns_while_the_camera_hangs(tmp_path: Path) -> None:
 
 
 class SlowSource(FilesSource):
-    def capture(self) -> RGBArray:
+    def capture(self) -> Picture:
         time.sleep(0.8)
         return super().capture()
 
@@ -627,6 +643,194 @@ def test_open_feed_and_listing(tmp_path: Path) -> None:
     assert any(line.startswith("v4l2") for line in lines)
 
 
+# ---------------------------------------------------------------------- JPEGs sent as they are
+
+
+def scene(width: int, height: int, seed: int = 3) -> RGBArray:
+    """A camera-like picture: smooth gradients with a little sensor noise."""
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 // width, y * 255 // height, (x + y) * 127 // (width + height)], -1)
+    grain = np.random.default_rng(seed).integers(-6, 7, base.shape)
+    return np.clip(base + grain, 0, 255).astype(np.uint8)
+
+
+def save_jpeg(path: Path, rgb: RGBArray, quality: int = 85, **options: object) -> bytes:
+    Image.fromarray(rgb).save(path, "JPEG", quality=quality, **options)
+    return path.read_bytes()
+
+
+def jpeg_bytes(img: Image.Image, **options: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", **options)
+    return buf.getvalue()
+
+
+def without_huffman_tables(data: bytes) -> bytes:
+    """The same JPEG with its DHT segments cut out, as many UVC webcams send MJPEG frames."""
+    out, pos = bytearray(data[:2]), 2
+    while True:
+        marker, length = data[pos + 1], int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:
+            return bytes(out + data[pos:])
+        if marker != 0xC4:
+            out += data[pos : pos + 2 + length]
+        pos += 2 + length
+
+
+def one_frame(directory: Path, width: int = 640, height: int = 480) -> ev.Frame:
+    """The first frame the real feed posts for a `files` camera on `directory`."""
+    rec = Recorder()
+    feed = CameraFeed(camera_cfg(directory, width=width, height=height), rec).start()
+    try:
+        feed.request()
+        assert wait_until(lambda: len(rec.of(ev.Frame)) == 1, timeout=5)
+    finally:
+        feed.close()
+    return rec.of(ev.Frame)[0]
+
+
+def test_jpeg_of_reads_the_headers_and_refuses_what_cannot_go_as_it_is() -> None:
+    colour = Image.fromarray(scene(64, 48))
+    baseline = jpeg_bytes(colour)
+    for data in (baseline, jpeg_bytes(colour, progressive=True), jpeg_bytes(colour.convert("L"))):
+        jpeg = Jpeg.of(data)
+        assert jpeg is not None and (jpeg.width, jpeg.height) == (64, 48) and jpeg.data is data
+    padded = Jpeg.of(baseline + bytes(300))  # a UVC buffer's zero padding is dropped
+    assert padded is not None and padded.data == baseline
+    assert "data" not in repr(padded)  # kilobytes of JPEG never end up in a log line
+    assert Jpeg.of(jpeg_bytes(colour.convert("CMYK"))) is None
+    assert Jpeg.of(without_huffman_tables(baseline)) is None
+    assert Jpeg.of(baseline[:-40]) is None  # truncated: no end-of-image marker
+    png = io.BytesIO()
+    colour.save(png, "PNG")
+    assert Jpeg.of(png.getvalue()) is None and Jpeg.of(b"") is None
+    assert fits_as_is(Jpeg(b"x" * 3000, 64, 48), (64, 48), max_b64=4000)
+    assert not fits_as_is(Jpeg(b"x" * 3001, 64, 48), (64, 48), max_b64=4000)
+    assert not fits_as_is(Jpeg(b"x", 65, 48), (64, 48)) and not fits_as_is(
+        Jpeg(b"x", 64, 49), (64, 48)
+    )
+
+
+def test_a_jpeg_file_that_fits_goes_out_byte_for_byte(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 1  # upright, said explicitly, as cameras write it
+    data = save_jpeg(tmp_path / "a.jpg", scene(640, 480), exif=exif.tobytes())
+    assert b64_len(len(data)) <= MAX_B64_BYTES
+    src = FilesSource(tmp_path)
+    src.open(640, 480)
+    first, again = src.capture(), src.capture()
+    assert (
+        isinstance(first, Jpeg) and first.data == data and (first.width, first.height) == (640, 480)
+    )
+    assert again is first  # the last frame is kept: a still scene is read once
+    frame = one_frame(tmp_path)
+    assert frame.jpeg == data and (frame.width, frame.height) == (640, 480)
+
+    grey = tmp_path / "grey"
+    grey.mkdir()
+    data = save_jpeg(grey / "g.jpeg", scene(320, 240)[..., 1], progressive=True)
+    frame = one_frame(grey)
+    assert frame.jpeg == data and (frame.width, frame.height) == (320, 240)
+
+
+def test_a_jpeg_file_larger_than_the_box_is_scaled_as_before(tmp_path: Path) -> None:
+    data = save_jpeg(tmp_path / "big.jpg", scene(1280, 960))
+    frame = one_frame(tmp_path)
+    assert frame.jpeg != data and (frame.width, frame.height) == (640, 480)
+    assert jpeg_size(frame.jpeg) == (640, 480)
+    with Image.open(io.BytesIO(frame.jpeg)) as img:
+        assert near(mean_colour(np.asarray(img.convert("RGB"))), mean_colour(scene(1280, 960)))
+
+
+def test_a_jpeg_file_over_the_base64_limit_is_encoded_again(tmp_path: Path) -> None:
+    data = save_jpeg(tmp_path / "noisy.jpg", noise(480, 640), quality=95)
+    assert b64_len(len(data)) > MAX_B64_BYTES  # fits the box, not the limit
+    frame = one_frame(tmp_path)
+    info = check_image(base64.b64encode(frame.jpeg).decode())
+    assert info.b64_bytes <= MAX_IMAGE_B64_BYTES and (info.width, info.height) == (640, 480)
+    assert frame.jpeg != data
+
+
+def test_a_png_file_is_encoded_as_before(tmp_path: Path) -> None:
+    rgb = scene(640, 480)
+    Image.fromarray(rgb).save(tmp_path / "a.png", "PNG")
+    frame = one_frame(tmp_path)
+    before = encode_frame(rgb, quality=80, max_size=(640, 480))
+    assert before is not None and frame.jpeg == before.jpeg
+    assert (frame.width, frame.height) == (640, 480)
+
+
+def test_a_cmyk_jpeg_file_is_encoded_again_in_rgb(tmp_path: Path) -> None:
+    data = save_jpeg(tmp_path / "print.jpg", scene(320, 240))
+    Image.open(io.BytesIO(data)).convert("CMYK").save(tmp_path / "print.jpg", "JPEG")
+    frame = one_frame(tmp_path)
+    with Image.open(io.BytesIO(frame.jpeg)) as img:
+        assert img.mode == "RGB" and img.size == (320, 240)
+
+
+def test_an_exif_rotated_jpeg_file_is_turned_upright_not_sent_as_it_is(tmp_path: Path) -> None:
+    stored = np.zeros((360, 480, 3), np.uint8)
+    stored[:, :240] = RED  # left half as stored: the top once turned 90° clockwise
+    stored[:, 240:] = BLUE
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view", as a phone held upright writes it
+    data = save_jpeg(tmp_path / "phone.jpg", stored, exif=exif.tobytes())
+    assert Jpeg.of(data) is not None  # a JPEG that could go as it is, but for the orientation
+    frame = one_frame(tmp_path)
+    assert frame.jpeg != data and (frame.width, frame.height) == (360, 480)
+    with Image.open(io.BytesIO(frame.jpeg)) as img:
+        upright = np.asarray(img.convert("RGB"))
+    assert near(mean_colour(upright[:200]), RED) and near(mean_colour(upright[280:]), BLUE)
+
+
+def test_a_multi_picture_jpeg_file_sends_its_first_picture_only(tmp_path: Path) -> None:
+    first, depth = Image.new("RGB", (320, 240), RED), Image.new("RGB", (320, 240), BLUE)
+    first.save(tmp_path / "stereo.jpg", "MPO", save_all=True, append_images=[depth])
+    data = (tmp_path / "stereo.jpg").read_bytes()
+    assert Jpeg.of(data) is not None  # a JPEG that could go as it is, with another one after it
+    frame = one_frame(tmp_path)
+    assert frame.jpeg != data and len(frame.jpeg) < len(data)
+    with Image.open(io.BytesIO(frame.jpeg)) as img:
+        assert img.format == "JPEG" and near(mean_colour(np.asarray(img.convert("RGB"))), RED)
+
+
+class OversizedMjpegSource(FrameSource):
+    """A webcam that delivers 1280×960 MJPEG whatever size it is asked for."""
+
+    name = "mjpeg"
+
+    def open(self, width: int, height: int) -> None:
+        jpeg = Jpeg.of(jpeg_bytes(Image.fromarray(scene(1280, 960)), quality=85))
+        assert jpeg is not None
+        self.jpeg = jpeg
+
+    def capture(self) -> Picture:
+        return self.jpeg
+
+    def close(self) -> None:
+        pass
+
+
+def test_feed_decodes_and_scales_a_jpeg_that_does_not_fit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="omnid.camera")
+    rec = Recorder()
+    feed = CameraFeed(
+        camera_cfg(tmp_path, width=640, height=480), rec, source_factory=OversizedMjpegSource
+    )
+    feed.start()
+    try:
+        for n in (1, 2):
+            feed.request()
+            assert wait_until(lambda: len(rec.of(ev.Frame)) == n, timeout=5)  # noqa: B023
+    finally:
+        feed.close()
+    for frame in rec.of(ev.Frame):
+        assert (frame.width, frame.height) == jpeg_size(frame.jpeg) == (640, 480)
+    assert caplog.text.count("delivers 1280×960, larger than") == 1
+
+
 # ---------------------------------------------------------------------- v4l2 (no device here)
 
 
@@ -659,6 +863,17 @@ def test_yuyv_to_rgb_colours() -> None:
         assert near(tuple(int(c) for c in out[1, 3]), rgb, tol=4)  # type: ignore[arg-type]
     with pytest.raises(CameraError):
         yuyv_to_rgb(b"\0" * 10, 4, 2, 16)
+
+
+def test_v4l2_mjpeg_goes_as_it_is_unless_it_lacks_huffman_tables_or_does_not_fit() -> None:
+    data = jpeg_bytes(Image.fromarray(scene(640, 480)), quality=80)
+    jpeg = mjpeg_picture(data + bytes(1000), (640, 480))  # with a buffer's zero padding
+    assert isinstance(jpeg, Jpeg) and jpeg.data == data and (jpeg.width, jpeg.height) == (640, 480)
+    bare = pixels(mjpeg_picture(without_huffman_tables(data), (640, 480)))  # standard tables
+    assert bare.shape == (480, 640, 3) and near(mean_colour(bare), mean_colour(scene(640, 480)))
+    assert pixels(mjpeg_picture(data, (320, 240))).shape == (240, 320, 3)  # decoded at 1/2 scale
+    big = jpeg_bytes(Image.fromarray(noise(480, 640)), quality=95)
+    assert pixels(mjpeg_picture(big, (640, 480))).shape == (480, 640, 3)  # over the limit
 
 
 def test_v4l2_missing_device_is_a_camera_error() -> None:

@@ -90,7 +90,7 @@ def manual_turn(daemon: Daemon, press_at: float, hold_s: float, count: int) -> d
 def images_on_the_wire(wire: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every `input_image_buffer.append`, checked against the rules as it comes:
     audio appended earlier in the same buffer (a commit, `committed`, clear or `cleared` empties
-    it), base64 within 256 KB, a real JPEG. Returns [{t, width, height, b64, tokens}]."""
+    it), base64 within 256 KB, a real JPEG. Returns [{t, width, height, b64, tokens, jpeg}]."""
     images: list[dict[str, Any]] = []
     audio_in_buffer = False
     for rec in wire:
@@ -109,7 +109,8 @@ def images_on_the_wire(wire: list[dict[str, Any]]) -> list[dict[str, Any]]:
             b64 = rec["event"]["image"]
             assert audio_in_buffer, f"image at {rec['t']:.3f} before any audio in its buffer"
             assert len(b64) <= MAX_IMAGE_B64, f"image of {len(b64)} bytes base64"
-            with Image.open(io.BytesIO(base64.b64decode(b64))) as img:
+            jpeg = base64.b64decode(b64)
+            with Image.open(io.BytesIO(jpeg)) as img:
                 assert img.format == "JPEG"
                 w, h = img.size
             images.append(
@@ -119,6 +120,7 @@ def images_on_the_wire(wire: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "height": h,
                     "b64": len(b64),
                     "tokens": image_tokens(w, h),
+                    "jpeg": jpeg,
                 }
             )
     gaps = [b["t"] - a["t"] for a, b in pairwise(images)]
@@ -193,6 +195,16 @@ def test_manual_turn_with_files_camera_keeps_the_image_rules(tmp_path: Path) -> 
         sim.stop()
     images = check_turn_images(sim, turn)
     assert len({(i["width"], i["height"]) for i in images}) >= 2, "the files were not cycled"
+    # A JPEG file that fits 640×480 and the limit goes on the wire exactly as it is on disk; the
+    # PNG (320×240, the only picture of that size) is encoded. Each size belongs to one file.
+    files: dict[tuple[int, int], bytes] = {}
+    for path in sorted((tmp_path / "cam").iterdir()):
+        with Image.open(path) as img:
+            files[img.size] = path.read_bytes()
+    as_is = [i for i in images if i["jpeg"] == files[(i["width"], i["height"])]]
+    encoded = [i for i in images if i not in as_is]
+    assert as_is, "no JPEG file went out as it is"
+    assert all((i["width"], i["height"]) == (320, 240) for i in encoded), "a JPEG file re-encoded"
 
 
 def test_vad_turn_with_files_camera_keeps_the_image_rules(tmp_path: Path) -> None:

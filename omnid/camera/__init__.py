@@ -3,9 +3,10 @@
 As with `omnid.audio` (and gpiozero's `pins/`): a small base (`base.FrameSource`), one file per
 backend — `files` (a directory of images; tests, demo, replay), `picamera2` (Pi camera modules,
 imported lazily: it comes from Raspberry Pi OS), `v4l2` (USB webcams, optional extra
-`omnid[v4l2]`) — chosen by `camera.source`. `feed.CameraFeed` runs capture and encoding on its
-own thread; `policy.FramePolicy` is the pure state machine the conversation thread consults;
-`cost` prices the config in tokens.
+`omnid[v4l2]`) — chosen by `camera.source`. A source returns pixels, or a `Jpeg` it already had
+(a picture file, a webcam's MJPEG frame), which is sent as it is when it fits.
+`feed.CameraFeed` runs capture and encoding on its own thread; `policy.FramePolicy` is the pure
+state machine the conversation thread consults; `cost` prices the config in tokens.
 
 How the conversation uses it (one thread, no blocking):
 
@@ -21,9 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from omnid.camera.base import CameraError, FrameSource, RGBArray, fit_within
+from omnid.camera.base import CameraError, FrameSource, Jpeg, Picture, RGBArray, fit_within
 from omnid.camera.cost import CameraCost, frame_tokens, worst_case_tokens_per_minute
-from omnid.camera.encode import MAX_B64_BYTES, Encoded, b64_len, encode_frame
+from omnid.camera.encode import MAX_B64_BYTES, Encoded, b64_len, encode_frame, fits_as_is
 from omnid.camera.feed import CameraFeed
 from omnid.camera.policy import FramePolicy
 from omnid.camera.sources import make_source
@@ -38,10 +39,13 @@ __all__ = [
     "Encoded",
     "FramePolicy",
     "FrameSource",
+    "Jpeg",
+    "Picture",
     "RGBArray",
     "b64_len",
     "encode_frame",
     "fit_within",
+    "fits_as_is",
     "frame_tokens",
     "list_sources",
     "make_source",

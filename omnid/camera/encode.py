@@ -11,6 +11,10 @@ camera frame at 640×480 is usually 30–80 KB, but a noisy, dark or very detail
 times that, so the encoder tries the configured quality, then lower qualities in steps down to a
 floor, and only then halves the dimensions (fewer pixels cost the model more than JPEG artefacts
 do) — and it never returns bytes that do not fit: if nothing fits it returns None.
+
+A source's ready JPEG (`base.Jpeg`) skips all of that when `fits_as_is` says so: it is sent
+byte for byte, at whatever quality it was made. One that does not fit is decoded here
+(`decode_jpeg`) and goes the same way as pixels.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from omnid.camera.base import RGBArray, fit_within
+from omnid.camera.base import Jpeg, RGBArray, fit_within
 
 MAX_B64_BYTES = 256 * 1024
 QUALITY_FLOOR = 40
@@ -60,6 +64,24 @@ class Encoded:
     scaled: bool
     """True when the input was larger than the requested box and was scaled here, in Python
     (a source that ignores its configured size: worth one warning from the caller)."""
+
+
+def fits_as_is(jpeg: Jpeg, max_size: tuple[int, int], max_b64: int = MAX_B64_BYTES) -> bool:
+    """True when `jpeg` can be sent as it is: within the `max_size` box (the configured camera
+    width and height) and at most `max_b64` bytes in base64."""
+    max_width, max_height = max_size
+    return (
+        jpeg.width <= max_width and jpeg.height <= max_height and b64_len(len(jpeg.data)) <= max_b64
+    )
+
+
+def decode_jpeg(jpeg: Jpeg, max_size: tuple[int, int]) -> RGBArray:
+    """A JPEG that cannot go as it is, as RGB pixels for `encode_frame`; one larger than the box
+    is decoded at a reduced DCT scale (1/2, 1/4, 1/8) that is still at least the box."""
+    with Image.open(io.BytesIO(jpeg.data)) as img:
+        img.draft("RGB", max_size)
+        rgb = img if img.mode == "RGB" else img.convert("RGB")
+        return np.asarray(rgb, dtype=np.uint8)
 
 
 def quality_ladder(quality: int, floor: int = QUALITY_FLOOR, step: int = QUALITY_STEP) -> list[int]:

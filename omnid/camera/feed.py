@@ -3,8 +3,11 @@
 `CameraFeed.request()` is called by the conversation thread and only flips a flag under a lock
 that no one holds for longer than a few assignments, so it never waits for the camera. The
 worker thread owns the source: it opens it (and probes one frame), then waits for requests;
-for each it captures, encodes (`encode.encode_frame`) and posts an `omnid.events.Frame`.
-Requests that arrive while a capture is in progress are answered by that capture.
+for each it captures, encodes (`encode.encode_frame`) and posts an `omnid.events.Frame`. A JPEG
+the source already had (`base.Jpeg`: a picture file, a webcam's MJPEG) is posted as it is when it
+fits the configured box and the base64 limit (`encode.fits_as_is`), and decoded and encoded like
+pixels when it does not. Requests that arrive while a capture is in progress are answered by that
+capture.
 
 Failure is one episode, not a stream of errors: the first failure (open, capture, or a stall)
 posts one `CameraTrouble` and logs one warning; the worker then closes the source and retries
@@ -26,8 +29,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from omnid.camera.base import FrameSource
-from omnid.camera.encode import encode_frame
+from omnid.camera.base import FrameSource, Jpeg, fit_within, picture_size
+from omnid.camera.encode import decode_jpeg, encode_frame, fits_as_is
 from omnid.camera.sources import make_source
 from omnid.config_schema import CameraSection
 from omnid.events import CameraTrouble, Event, Frame
@@ -201,7 +204,8 @@ class CameraFeed:
         if not self._current(gen):
             _close_quietly(source)
             return None
-        self._opened(f"{source.name} {probe.shape[1]}×{probe.shape[0]}")
+        width, height = picture_size(probe)
+        self._opened(f"{source.name} {width}×{height}")
         return source
 
     def _next_request(self, gen: int, name: str) -> bool:
@@ -216,23 +220,30 @@ class CameraFeed:
             return True
 
     def _capture(self, gen: int, source: FrameSource) -> Frame | None:
+        box = (self.width, self.height)
         try:
             t = time.monotonic()
-            rgb = source.capture()
-            encoded = encode_frame(rgb, quality=self.quality, max_size=(self.width, self.height))
+            picture = source.capture()
+            if isinstance(picture, Jpeg) and fits_as_is(picture, box):
+                return Frame(picture.data, picture.width, picture.height, t)  # sent as it is
+            rgb = decode_jpeg(picture, box) if isinstance(picture, Jpeg) else picture
+            encoded = encode_frame(rgb, quality=self.quality, max_size=box)
         finally:
             with self._cond:
                 if gen == self._gen:
                     self._capturing = False
                     self._busy_since = None
-        if encoded is not None and encoded.scaled and not self._warned_scaling:
+        width, height = picture_size(picture)
+        # Not `encoded.scaled`: a JPEG is decoded at a reduced scale first, often right to the box.
+        oversized = fit_within(width, height, *box) != (width, height)
+        if encoded is not None and oversized and not self._warned_scaling:
             self._warned_scaling = True
             log.warning(
                 "camera: %s delivers %d×%d, larger than camera.width×height = %d×%d; "
                 "scaling every frame in Python",
                 source.name,
-                rgb.shape[1],
-                rgb.shape[0],
+                width,
+                height,
                 self.width,
                 self.height,
             )

@@ -6,17 +6,24 @@ feed's warning-and-retry path is exercised by unplugging a directory), and it pi
 while running — the directory is re-listed when its mtime or inode changes (and every few seconds,
 for filesystems with coarse timestamps), so a script can drop new pictures in.
 
-Files have fixed sizes, so "configure the size at the source" means: scale each file when it is
-loaded (JPEGs are decoded at a reduced DCT scale first, which is what makes a 12 MP photo cheap).
-The last scaled frame is kept (keyed by name, mtime and size), so a one-picture directory — a
-still scene — is decoded once; a cycled directory decodes each picture as it comes round, as a
-camera delivers a new frame each time. Keeping every picture's pixels saved ~1 ms of CPU per frame
-at 640×480 and cost 0.9 MB per picture held, memory a camera does not use. Only regular files
-count: a FIFO or device node named `x.jpg` would block the reader forever.
+A JPEG file that the service can take as it is — within the configured width×height and the
+256 KB base64 limit, a baseline or progressive grey or colour JPEG (`base.Jpeg.of`), upright (no
+EXIF orientation other than 1) — is handed over as its bytes (`base.Jpeg`) and sent unchanged:
+only its headers are read, nothing is decoded or encoded again.
+
+Any other file has a fixed size of its own, so "configure the size at the source" means: scale it
+when it is loaded (JPEGs are decoded at a reduced DCT scale first, which is what makes a 12 MP
+photo cheap), turned upright. The last frame is kept (keyed by name, mtime and size), so a
+one-picture directory — a still scene — is read once; a cycled directory reads (and decodes, if
+it must) each picture as it comes round, as a camera delivers a new frame each time. Keeping
+every picture's pixels saved ~1 ms of CPU per frame at 640×480 and cost 0.9 MB per picture held,
+memory a camera does not use. Only regular files count: a FIFO or device node named `x.jpg` would
+block the reader forever.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import stat
@@ -26,11 +33,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from omnid.camera.base import CameraError, FrameSource, RGBArray, fit_within
+from omnid.camera.base import CameraError, FrameSource, Jpeg, Picture, RGBArray, fit_within
+from omnid.camera.encode import MAX_B64_BYTES, b64_len, fits_as_is
 
 log = logging.getLogger("omnid.camera")
 
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
+JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg"})
 RELIST_S = 5.0
 _EXIF_ORIENTATION = 0x0112
 _SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that rotate by 90°
@@ -45,7 +54,7 @@ class FilesSource(FrameSource):
         self._dir_key: tuple[int, int] | None = None
         self._listed_at = 0.0
         self._last: str | None = None
-        self._held: tuple[tuple[str, int, int], RGBArray] | None = None  # the last frame
+        self._held: tuple[tuple[str, int, int], Picture] | None = None  # the last frame
         self._bad: set[tuple[str, int, int]] = set()
 
     def open(self, width: int, height: int) -> None:
@@ -56,7 +65,7 @@ class FilesSource(FrameSource):
         self._size = None
         self._held = None
 
-    def capture(self) -> RGBArray:
+    def capture(self) -> Picture:
         if self._size is None:
             raise CameraError(f"{self.name}: capture() before open()")
         self._relist()
@@ -65,10 +74,10 @@ class FilesSource(FrameSource):
         start = self._next_index()
         for k in range(len(self._names)):
             name = self._names[(start + k) % len(self._names)]
-            rgb = self._load(name)
-            if rgb is not None:
+            picture = self._load(name)
+            if picture is not None:
                 self._last = name
-                return rgb
+                return picture
         raise CameraError(f"{self.name}: none of the {len(self._names)} images could be read")
 
     # ------------------------------------------------------------------ listing
@@ -115,7 +124,7 @@ class FilesSource(FrameSource):
 
     # ------------------------------------------------------------------ loading
 
-    def _load(self, name: str) -> RGBArray | None:
+    def _load(self, name: str) -> Picture | None:
         assert self._size is not None
         path = self.path / name
         try:
@@ -129,21 +138,43 @@ class FilesSource(FrameSource):
         if key in self._bad:
             return None
         try:
-            rgb = load_scaled(path, *self._size)
+            picture = load_picture(path, st.st_size, *self._size)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             self._bad.add(key)
             log.warning("%s: skipping %s: %s", self.name, name, exc)
             return None
-        self._held = (key, rgb)
-        return rgb
+        self._held = (key, picture)
+        return picture
 
 
-def load_scaled(path: Path, width: int, height: int) -> RGBArray:
+def load_picture(path: Path, nbytes: int, width: int, height: int) -> Picture:
+    """The file as it is (`Jpeg`) when it is a JPEG the service takes that fits within
+    `width`×`height` and the base64 limit and needs no turning upright; otherwise decoded and
+    scaled (`load_scaled`). `nbytes` is its size from `stat`: a file too big to go as it is is
+    decoded from disk without being read into memory whole first."""
+    if path.suffix.lower() not in JPEG_EXTENSIONS or b64_len(nbytes) > MAX_B64_BYTES:
+        return load_scaled(path, width, height)
+    data = path.read_bytes()
+    jpeg = Jpeg.of(data)
+    if jpeg is not None and fits_as_is(jpeg, (width, height)) and _one_upright_picture(data):
+        return jpeg
+    return load_scaled(io.BytesIO(data), width, height)
+
+
+def _one_upright_picture(data: bytes) -> bool:
+    """No EXIF orientation, or 1 ("top left"): the picture needs no turning; and one picture,
+    not a multi-picture file (MPO: a stereo pair, a phone's depth map) whose extra pictures would
+    travel along unseen. Pillow reads the headers only."""
+    with Image.open(io.BytesIO(data)) as img:
+        return img.format == "JPEG" and img.getexif().get(_EXIF_ORIENTATION, 1) == 1
+
+
+def load_scaled(file: Path | io.BytesIO, width: int, height: int) -> RGBArray:
     """Decode an image file upright (EXIF orientation applied), flattened onto white if it has
     transparency, scaled to fit within `width`×`height`; a read-only RGB array."""
     # Every step that has nothing to do is skipped rather than run as a copy: each full-size
     # copy is a fresh allocation, and at one frame a second those showed up in the CPU figure.
-    with Image.open(path) as img:
+    with Image.open(file) as img:
         orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
         swap = orientation in _SWAPS_AXES
         # JPEG only: decode at 1/2, 1/4 or 1/8 scale while still at least the requested size.

@@ -11,6 +11,11 @@ that fits within `width`×`height`, preferring MJPEG (a quarter of YUYV's USB ba
 webcams offer it at more sizes) and falling back to YUYV. A streaming device fills its few
 buffers and then waits, so a buffered frame may be seconds old by the time we ask; `capture()`
 therefore drops what is queued and returns the next frame the device produces.
+
+An MJPEG frame is already a JPEG: it is handed over as it is (`base.Jpeg`) when it fits the
+configured size and the base64 limit and is complete, with its own Huffman tables — many UVC
+webcams leave the DHT segment out and rely on the standard tables, which a decoder need not
+supply; such a frame is decoded here and encoded again, as every MJPEG frame used to be.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
-from omnid.camera.base import CameraError, FrameSource, RGBArray
+from omnid.camera.base import CameraError, FrameSource, Jpeg, Picture, RGBArray
+from omnid.camera.encode import fits_as_is
 
 V4L2_HINT = "install the v4l2 extra: pip install 'omnid[v4l2]'"
 READ_TIMEOUT_S = 2.0
@@ -79,6 +85,18 @@ def yuyv_to_rgb(data: bytes | memoryview, width: int, height: int, stride: int) 
     return np.clip(rgb, 0, 255, out=rgb).round().astype(np.uint8)
 
 
+def mjpeg_picture(data: bytes, box: tuple[int, int]) -> Picture:
+    """One MJPEG frame: as it is when it can be sent so (`Jpeg.of`: complete, with its Huffman
+    tables; within `box` and the base64 limit), else decoded to RGB (at a reduced DCT scale when
+    it is larger than the box)."""
+    jpeg = Jpeg.of(data)
+    if jpeg is not None and fits_as_is(jpeg, box):
+        return jpeg
+    with Image.open(io.BytesIO(data)) as img:
+        img.draft("RGB", box)
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
 def _linuxpy(name: str) -> Any:
     try:
         return importlib.import_module("linuxpy.video.device")
@@ -128,7 +146,7 @@ class V4L2Source(FrameSource):
             self.close()
             raise CameraError(f"{self.name}: cannot start capture: {exc}") from None
 
-    def capture(self) -> RGBArray:
+    def capture(self) -> Picture:
         if self._reader is None or self._mode is None:
             raise CameraError(f"{self.name}: capture() before open()")
         fd = self._dev.fileno()
@@ -146,9 +164,7 @@ class V4L2Source(FrameSource):
         mode = self._mode
         if mode.fourcc == "YUYV":
             return yuyv_to_rgb(data, mode.width, mode.height, self._stride)
-        with Image.open(io.BytesIO(bytes(data))) as img:
-            img.draft("RGB", self._box)
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        return mjpeg_picture(bytes(data), self._box)
 
     def close(self) -> None:
         capture, self._capture, self._reader = self._capture, None, None
