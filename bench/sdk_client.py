@@ -8,10 +8,11 @@ samples do, and so what this does:
 - the main loop reads the microphone 3200 frames (200 ms at 16 kHz) at a time — here from the same
   WAV the daemon's `wav:` microphone plays, paced in real time the way a blocking `mic.read()`
   paces it — and calls `append_audio(base64)` for each chunk as it is captured;
-- once a second a camera frame is JPEG-encoded and sent with `append_video(base64)`: the frames
-  are the same files the daemon's `files` camera shows, each decoded and scaled as it comes round
-  (as the daemon's source does, standing in for a camera's new frame), encoded at the daemon's
-  `jpeg_quality` (as the daemon does);
+- once a second a camera frame is sent with `append_video(base64)`: the frames are the same files
+  the daemon's `files` camera shows, read as each comes round (standing in for a camera's new
+  frame); a JPEG file is sent as it is, its bytes base64-encoded (as the daemon sends a JPEG file
+  that fits), and only a picture in another format is decoded, scaled to 640×480 and encoded at
+  the daemon's `jpeg_quality` (as the daemon does);
 - replies go to the samples' `B64PCMPlayer`: a decoder thread base64-decodes each delta into
   100 ms chunks, a player thread writes them out in real time (a blocking sound-card write; here
   a WAV file), and `speech_started` clears its queues (barge-in).
@@ -138,6 +139,13 @@ def jpeg_b64(frame: Image.Image, quality: int) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def frame_b64(path: Path, quality: int) -> str:
+    """A JPEG file's bytes as they are, base64; any other picture encoded as a 640×480 JPEG."""
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        return base64.b64encode(path.read_bytes()).decode("ascii")
+    return jpeg_b64(load_frame(path, 640, 480), quality)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--url", required=True)
@@ -146,7 +154,7 @@ def main() -> int:
     p.add_argument("--images", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="where the replies are written")
     p.add_argument("--seconds", type=float, required=True)
-    p.add_argument("--quality", type=int, default=80)
+    p.add_argument("--quality", type=int, default=80, help="for pictures that are not JPEG")
     p.add_argument("--chunk", type=int, default=MIC_CHUNK, help="frames per microphone read")
     args = p.parse_args()
 
@@ -181,8 +189,7 @@ def main() -> int:
         conversation.append_audio(base64.b64encode(audio).decode("ascii"))
         k += 1
         if frames and time.monotonic() >= next_frame:
-            frame = load_frame(frames[sent_images % len(frames)], 640, 480)
-            conversation.append_video(jpeg_b64(frame, args.quality))
+            conversation.append_video(frame_b64(frames[sent_images % len(frames)], args.quality))
             sent_images += 1
             # Once a second; never closer than the service's limit after a late loop turn.
             next_frame = max(next_frame + 1.0, time.monotonic() + 0.95)
