@@ -20,16 +20,42 @@ How the conversation uses it (one thread, no blocking):
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from omnid.camera.base import CameraError, FrameSource, Jpeg, Picture, RGBArray, fit_within
 from omnid.camera.cost import CameraCost, frame_tokens, worst_case_tokens_per_minute
-from omnid.camera.encode import MAX_B64_BYTES, Encoded, b64_len, encode_frame, fits_as_is
-from omnid.camera.feed import CameraFeed
 from omnid.camera.policy import FramePolicy
 from omnid.camera.sources import make_source
 from omnid.config_schema import CameraSection
 from omnid.events import Event
+
+if TYPE_CHECKING:
+    from omnid.camera.encode import MAX_B64_BYTES, Encoded, b64_len, encode_frame, fits_as_is
+    from omnid.camera.feed import CameraFeed
+
+_LAZY = {
+    "MAX_B64_BYTES": "encode",
+    "Encoded": "encode",
+    "b64_len": "encode",
+    "encode_frame": "encode",
+    "fits_as_is": "encode",
+    "CameraFeed": "feed",
+}
+"""Names from the modules that import Pillow (`encode`, and `feed` through it), imported at first
+use: a box without a camera never maps Pillow and its image libraries (about 2 MB; issue 18).
+Everything the conversation needs without a camera (`FramePolicy`, the cost) is imported here."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "MAX_B64_BYTES",
@@ -62,6 +88,8 @@ def open_feed(camera: CameraSection, post: Callable[[Event], None]) -> CameraFee
     """
     if not camera.enabled:
         return None
+    from omnid.camera.feed import CameraFeed  # Pillow: only with a camera
+
     return CameraFeed(camera, post).start()
 
 
