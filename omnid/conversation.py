@@ -33,6 +33,7 @@ from omnid.diskwriter import DiskWriter
 from omnid.feedback import Feedback
 from omnid.health import Health
 from omnid.micfeed import MicQueue, PreRoll
+from omnid.micsleep import MicSleep
 from omnid.models import WIRE_INPUT_RATE
 from omnid.modes import MODES, Mode
 from omnid.playback import Playback
@@ -54,6 +55,7 @@ from omnid.wakewindow import WakeWindow
 log = logging.getLogger("omnid.conversation")
 
 TICK_S = 0.1
+IDLE_TICK_S = 1.0  # the microphone asleep, nothing ringing: what is left to time is seconds-coarse
 MIN_TURN_S = 0.3  # a shorter press is a tap (or a bump of the button), not speech
 RESPONSE_TIMEOUT_S = 20.0  # commit sent, nothing back: the answer is not coming
 OFFLINE_TURN_TIMEOUT_S = 30.0  # released while offline: give up after this long
@@ -111,6 +113,7 @@ class Conversation:
         self.listener = listener  # wake mode's detector (it hears what is played, too)
         self.mode: Mode = MODES[settings.current.session.mode]  # restart-only: fixed
         self.window = WakeWindow(settings, feedback, clock)
+        self.mic_sleep = MicSleep(devices, health)
         self.responses = ServiceResponses()
         self.pre_roll = PreRoll(PRE_ROLL_S)
         self.status_report = Status(
@@ -147,13 +150,14 @@ class Conversation:
         self.session.connect_now()
         self._status()
         while self.running:
+            tick_s = IDLE_TICK_S if self.mic_sleep.asleep and not self.alarm.active else TICK_S
             due_in = self.timers.next_due_in()
-            event = self.inbox.get(timeout=TICK_S if due_in is None else min(TICK_S, due_in))
+            event = self.inbox.get(timeout=tick_s if due_in is None else min(tick_s, due_in))
             if event is not None:
                 self.handle(event)
             self.ring_due()  # a timer rings on time, not at the next tick
             now = self.clock()
-            if now - self._last_tick >= TICK_S:
+            if now - self._last_tick >= tick_s:
                 self._last_tick = now
                 self.tick(now)
         self.session.close()
@@ -180,6 +184,7 @@ class Conversation:
                 if self.mode.gated and self.window.speech():
                     self.uplink.open_with(self.pre_roll.since(event.start_t), masks=False)
             case ev.Press():
+                self.mic_sleep.wake(self.clock())  # first: the turn's audio starts at the press
                 self.press(event.t)
             case ev.Release():
                 self.release(event.t)
@@ -229,6 +234,8 @@ class Conversation:
         self._status()  # the clock moves STATUS too ("retrying in 8 s", "session 37 min")
         self.ring_due()
         self.session.tick(now)
+        idle = self.turn is None and self.state == "idle" and not self.alarm.active
+        self.mic_sleep.tick(now, self.mode.mic_sleeps and idle)
         self.health.tick(now)
         self.vision.tick()
         if self.mode.gated and self.window.expired(now):

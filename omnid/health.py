@@ -1,8 +1,9 @@
 """Keeping the daemon honest with systemd: the watchdog is fed only while the microphone is.
 
 The watchdog is pinged from the conversation loop's own tick, and only while microphone blocks
-arrive (or the device is known missing and being reopened): a stalled loop or a dead capture
-stream stops the pings and systemd restarts the daemon — never a silently deaf device.
+arrive (or the device is known missing and being reopened, or asleep on purpose): a stalled loop
+or a dead capture stream stops the pings and systemd restarts the daemon — never a silently deaf
+device.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Health:
         self._watchdog = watchdog
         self.last_mic_t = now
         self.mic_missing = False
+        self.sleeping = False  # the microphone stopped on purpose (`micsleep.MicSleep`)
         self.audio_trouble = ""  # what STATUS says while a device is missing
 
     def heard(self, t: float) -> None:
@@ -42,7 +44,7 @@ class Health:
         if self._watchdog is None or not self._watchdog.due(now):
             return
         stale_after = max(0.5, min(2.0, self._watchdog.interval_s))
-        if self.mic_missing or now - self.last_mic_t < stale_after:
+        if self.mic_missing or self.sleeping or now - self.last_mic_t < stale_after:
             self._notifier.watchdog()
         else:
             log.debug(

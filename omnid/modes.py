@@ -38,10 +38,13 @@ class Mode:
     # The streaming waits for the wake window to open (nothing leaves the box before the wake
     # word).
     gated: bool = False
+    # Nothing hears the microphone between turns, so its stream may stop while idle
+    # (`micsleep.MicSleep`): a press starts it again.
+    mic_sleeps: bool = False
 
 
 MODES: dict[str, Mode] = {
-    "manual": Mode("manual", False, False, press="talk", overlong="send"),
+    "manual": Mode("manual", False, False, press="talk", overlong="send", mic_sleeps=True),
     "vad": Mode("vad", True, True, press="mute", overlong="lose"),
     "wake": Mode("wake", True, True, press="wake", overlong="lose", gated=True),
 }

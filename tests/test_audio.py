@@ -133,6 +133,12 @@ class _FakeMic(Microphone):
     def start(self) -> None:
         pass
 
+    def suspend(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -472,17 +478,21 @@ def test_wav_input_converts_rate_and_channels(tmp_path: Path) -> None:
             open_audio(f"wav:{tmp_path / bad}", "wav:x", block_ms=20, on_mic_block=print)
 
 
-def test_wav_shared_clock_puts_a_click_at_its_tick(tmp_path: Path) -> None:
-    """Both `wav:`: input block k is delivered, then output block k pulled, in the same tick."""
+def test_wav_shared_clock_puts_a_click_where_it_was_played(tmp_path: Path) -> None:
+    """Both `wav:`: input block k is delivered at the end of its time, then the output pulled in
+    the same tick. A reaction to block k sounds from the moment it was made, to the sample:
+    after the block it reacts to, never before, whatever the block size."""
     write_wav(tmp_path / "in.wav", np.zeros(WIRE_IN, dtype=np.int16))
     click = np.full(24, 20_000, dtype=np.int16)
     events: list[tuple[str, float]] = []
     blocks: list[float] = []
+    played: list[float] = []
     spk_box: list[Speaker] = []
 
     def on_block(block: Samples, t: float) -> None:
         blocks.append(t)
         if len(blocks) == 26:  # input block 25: react within the tick
+            played.append(time.monotonic())
             spk_box[0].play(click)
 
     mic, spk = open_audio(
@@ -500,11 +510,16 @@ def test_wav_shared_clock_puts_a_click_at_its_tick(tmp_path: Path) -> None:
         mic.close()
     out, rate = read_wav(tmp_path / "out.wav")
     assert rate == WIRE_OUT
-    assert int(np.nonzero(out)[0][0]) == 25 * SPK_BLOCK
-    assert np.array_equal(out[25 * SPK_BLOCK : 25 * SPK_BLOCK + 24], click)
-    assert not out[25 * SPK_BLOCK + 24 :].any()
+    onset = int(np.nonzero(out)[0][0])
+    t0 = blocks[0] - BLOCK_MS / 1000  # the file's sample 0
+    assert abs(onset - (played[0] - t0) * WIRE_OUT) <= 2  # when play() was called, to the sample
+    assert onset >= 26 * SPK_BLOCK  # not before the input it reacts to had been heard
+    assert np.array_equal(out[onset : onset + 24], click)
+    assert not out[onset + 24 :].any()
     assert len(out) % SPK_BLOCK == 0 and abs(len(out) // SPK_BLOCK - len(blocks)) <= 1
-    assert events == [("started", blocks[25]), ("drained", blocks[25])]
+    assert [k for k, _ in events] == ["started", "drained"]
+    assert events[0][1] == pytest.approx(t0 + onset / WIRE_OUT, abs=1e-4)
+    assert events[1][1] == pytest.approx(t0 + (onset + 24) / WIRE_OUT, abs=0.021)
 
 
 def test_wav_output_header_is_valid_while_running(tmp_path: Path) -> None:
@@ -570,9 +585,8 @@ def test_wav_speaker_started_late_pads_to_the_shared_clock(tmp_path: Path) -> No
     out, _ = read_wav(path)
     onset = int(np.nonzero(out)[0][0])
     # The silence written at start() is the ticks the clock had made; the sound then goes into
-    # the next block (one more, should a tick come between start() and play()). On the clock's
-    # own count, however long the 0.3 s sleep really took.
-    assert onset % SPK_BLOCK == 0
+    # the block in progress, from the moment it was played (one more, should a tick come between
+    # start() and play()). On the clock's own count, however long the 0.3 s sleep really took.
     assert joined[0] - 1 <= onset // SPK_BLOCK <= joined[1] + 1
     print(f"late speaker: sound at {onset / WIRE_OUT:.3f} s of the file (started after 0.3 s)")
     assert abs(len(out) // SPK_BLOCK - len(ticks)) <= 1

@@ -160,6 +160,7 @@ class Rig:
             on_mic_block=lambda pcm, t: None,
             on_speaker_event=lambda kind, t: self.speaker_events.append(ev.SpeakerEvent(kind, t)),
         )
+        self.speaker._clock.now = lambda: self.now  # type: ignore[attr-defined]  # ticks: advance()
         self.journal_out: list[dict[str, Any]] = []
         journal = Journal()
         journal.listen(lambda event, fields: self.journal_out.append(fields))

@@ -38,6 +38,12 @@ used only while that much is queued)."""
 # the cost is ~5 µs per 20 ms block. Playback uses LQ: it is still a proper polyphase filter, but
 # its delay is ~2.5 ms instead of ~30 ms, so the tail of an answer is not held back in the
 # resampler (see `Speaker.play(last=...)`) and a flush leaves little to drop.
+STANDBY_AFTER_S = 2.0
+"""A speaker that has had nothing to play for this long stops moving blocks (a sound card's
+stream is stopped, the `wav:` clock leaves it out) until the next `play()`: while nothing plays,
+nothing needs waking 50 times a second. Long enough that the pauses inside an answer (between
+its deltas, before a function call's result) do not stop and start the device."""
+
 MIC_RESAMPLE_QUALITY = "HQ"
 SPEAKER_RESAMPLE_QUALITY = "LQ"
 
@@ -180,6 +186,17 @@ class Microphone(_Closable):
         self._acc = np.zeros(4 * self.block_n, dtype=np.int16)
         self._acc_n = 0
 
+    @abstractmethod
+    def suspend(self) -> None:
+        """Stop capturing until `resume()`, and return at once. Nothing is delivered meanwhile
+        and nothing is kept: what is said while the microphone sleeps is not recorded, as with
+        a sound card whose stream is stopped. Idempotent."""
+
+    @abstractmethod
+    def resume(self) -> None:
+        """Capture again after `suspend()`, and return at once (a sound card's stream is
+        started on a thread of the backend's). Idempotent."""
+
     def _deliver(self, samples: Int16Array, t: float) -> None:
         """Audio thread: take one device block (mono, device rate; may be a view the backend
         reuses), resample, re-block, and hand each full 16 kHz block to `on_mic_block`."""
@@ -246,8 +263,12 @@ class Speaker(_Closable):
             self._resampler = soxr.ResampleStream(
                 WIRE_OUT, device_rate, 1, dtype="int16", quality=SPEAKER_RESAMPLE_QUALITY
             )
+        self.standby_after_s: float | None = STANDBY_AFTER_S  # None: never stand by
+        self._standby_lock = threading.Lock()
+        self._parked = False  # standing by: the backend moves no blocks until the next play()
         # Owned by the audio thread.
         self._playing = False
+        self._quiet_since: float | None = None
         self._mono = np.zeros(0, dtype=np.int16)
         self._scaled = np.zeros(0, dtype=np.float32)
 
@@ -285,6 +306,7 @@ class Speaker(_Closable):
         if not len(pcm):
             return
         taken = self._queue.write(pcm)
+        self._wake_up()
         if taken < len(pcm):
             if not self.dropped_samples:
                 log.warning(
@@ -293,18 +315,54 @@ class Speaker(_Closable):
             self.dropped_samples += len(pcm) - taken
 
     def flush(self) -> None:
-        """Barge-in: drop everything queued. The next audio callback plays silence (a block
-        already handed to the device, at most one, still plays out)."""
+        """Barge-in: drop everything queued, and stop what the device holds (`_cut`): silent
+        now, whatever the block size."""
         self._queue.clear()
         if self._resampler is not None:
             self._resampler.clear()
+        self._cut()
 
-    def _render(self, out: Int16Array, t: float) -> None:
+    def _cut(self) -> None:
+        """Backend: silence what has already been handed to the device. Without one, a block
+        already handed over (at most one) still plays out."""
+
+    @property
+    def standing_by(self) -> bool:
+        return self._parked
+
+    def _park(self) -> None:
+        """Backend: stop moving blocks, and return at once (called under `_standby_lock`)."""
+
+    def _unpark(self) -> None:
+        """Backend: move blocks again, and return at once (called under `_standby_lock`)."""
+
+    def _stand_by(self) -> None:
+        with self._standby_lock:
+            if self._parked or self._queue.available:
+                return  # already, or play() queued something since the callback looked
+            self._parked = True
+            self._park()
+
+    def _wake_up(self) -> None:
+        with self._standby_lock:
+            if not self._parked:
+                return
+            self._parked = False
+            self._unpark()
+
+    def _render(self, out: Int16Array, t: float, first_t: float | None = None) -> None:
         """Audio thread: fill `out` (shape (frames, channels)) from the playback queue, silence on
-        underrun, volume applied in float and clipped so nothing wraps; emit started/drained."""
+        underrun, volume applied in float and clipped so nothing wraps; emit started (at
+        `first_t`, when the backend knows the first sample's time better) and drained (at `t`)."""
         if not self._playing and not self._queue.available:
-            out.fill(0)  # the usual case, 50 times a second: skip the rest
+            out.fill(0)  # the usual case while nothing plays: skip the rest
+            if self._quiet_since is None:
+                self._quiet_since = t
+            elif self.standby_after_s is not None and t - self._quiet_since >= self.standby_after_s:
+                self._quiet_since = None
+                self._stand_by()
             return
+        self._quiet_since = None
         frames = out.shape[0]
         if len(self._mono) < frames:
             self._mono = np.zeros(frames, dtype=np.int16)
@@ -322,7 +380,7 @@ class Speaker(_Closable):
         out[:] = mono[:, np.newaxis]
         if n and not self._playing:
             self._playing = True
-            self._event("started", t)
+            self._event("started", t if first_t is None else first_t)
         if self._playing and self._queue.available == 0:
             self._playing = False
             self._event("drained", t)

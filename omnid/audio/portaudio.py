@@ -17,6 +17,7 @@ would stop capture and playback the day the removal lands, so nothing here depen
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -109,19 +110,25 @@ def _open(kind: Kind, spec: str, rates: Sequence[int]) -> tuple[dict[str, Any], 
 
 
 class _StreamOwner:
-    """start/close shared by both directions: start once, close idempotently with abort()."""
+    """start/close shared by both directions: start once, close idempotently with abort(); and
+    stopping and starting again on demand (a microphone nobody needs, a speaker with nothing to
+    play), on a thread of its own: PortAudio's stop and start wait on the device, and they are
+    asked for by the conversation's thread and the audio callback, neither of which may wait."""
 
     _stream: Any
     name: str
 
     on_lost: Callable[[str], None] | None = None
     """Called (from PortAudio's thread; must only enqueue) when the stream stops on its own —
-    a device unplugged or failing — as opposed to our close()."""
+    a device unplugged or failing — as opposed to our close() or a stop we asked for."""
 
     def _init_stream(self, make: Callable[[], Any], kind: Kind, spec: str) -> None:
         self._lock = threading.Lock()
         self._started = False
         self._closed = False
+        self._ours = False  # a stop we asked for is under way: not a lost device
+        self._wanted: queue.SimpleQueue[bool | None] = queue.SimpleQueue()
+        self._control: threading.Thread | None = None
         try:
             self._stream = make()
         except (ValueError, sd.PortAudioError) as exc:
@@ -139,8 +146,39 @@ class _StreamOwner:
                 raise AudioDeviceError(f"{self.name}: cannot start: {exc}") from None
             self._started = True
 
+    def _request(self, running: bool) -> None:
+        """Have the stream started or stopped, in the order asked; returns at once."""
+        if self._control is None:
+            self._control = threading.Thread(
+                target=self._control_loop, name=f"omnid-pa-{self.name}", daemon=True
+            )
+            self._control.start()
+        self._wanted.put(running)
+
+    def _control_loop(self) -> None:
+        while (running := self._wanted.get()) is not None:
+            with self._lock:
+                if self._closed or not self._started:
+                    return
+                try:
+                    if running and not self._stream.active:
+                        self._stream.start()
+                    elif not running and self._stream.active:
+                        self._ours = True
+                        try:
+                            self._stream.abort()  # drops what the device holds: silent now
+                        finally:
+                            self._ours = False
+                        self._stopped(time.monotonic())
+                except sd.PortAudioError as exc:
+                    if self.on_lost is not None:
+                        self.on_lost(f"{self.name}: cannot {'start' if running else 'stop'}: {exc}")
+
+    def _stopped(self, t: float) -> None:
+        """The stream was stopped on request (the callback no longer runs)."""
+
     def _finished(self) -> None:
-        if not self._closed and self.on_lost is not None:
+        if not self._closed and not self._ours and self.on_lost is not None:
             self.on_lost(f"{self.name}: the stream stopped")
 
     def lose(self) -> None:
@@ -152,6 +190,7 @@ class _StreamOwner:
             if self._closed:
                 return
             self._closed = True
+            self._wanted.put(None)
             try:
                 self._stream.abort(ignore_errors=True)
             finally:
@@ -200,6 +239,13 @@ class PortAudioMicrophone(_StreamOwner, Microphone):
         self._start_stream()
         self.last_block_t = time.monotonic()
 
+    def suspend(self) -> None:
+        self._request(False)
+
+    def resume(self) -> None:
+        self.last_block_t = time.monotonic()
+        self._request(True)
+
     def close(self) -> None:
         self._close_stream()
 
@@ -233,6 +279,9 @@ class PortAudioSpeaker(_StreamOwner, Speaker):
                 latency="low",
                 callback=self._callback,
                 finished_callback=self._finished,
+                # A start fills the device's buffer from the queue, not with silence: the first
+                # audio after standing by is not held back by a buffer's worth of zeros.
+                prime_output_buffers_using_stream_callback=True,
             ),
             "output",
             spec,
@@ -247,6 +296,25 @@ class PortAudioSpeaker(_StreamOwner, Speaker):
 
     def start(self) -> None:
         self._start_stream()
+
+    def _park(self) -> None:
+        self._request(False)
+
+    def _unpark(self) -> None:
+        self._request(True)
+
+    def _cut(self) -> None:
+        """Abort the stream: what the device has buffered is dropped, not played out, so a
+        barge-in is silent at once whatever the period; the next play() starts it again."""
+        with self._standby_lock:
+            if not self._parked:
+                self._parked = True
+                self._park()
+
+    def _stopped(self, t: float) -> None:
+        if self._playing:  # the callback is stopped: its state is ours to settle
+            self._playing = False
+            self._event("drained", t)
 
     def close(self) -> None:
         self._close_stream()

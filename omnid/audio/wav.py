@@ -29,6 +29,7 @@ import struct
 import threading
 import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -63,55 +64,99 @@ class WavClock:
     `t` is the tick's scheduled monotonic time (the moment the block's capture ended), so
     timestamps are exact even when the thread wakes late. The members run under `_lock`, so
     `leave()` (from close()) waits for a tick in progress and never races a file write.
+
+    A member may `pause()` (a microphone nobody needs, a speaker with nothing to play) and
+    `resume()` later: the timeline goes on (tick n stays at t0 + n·block). A paused microphone
+    gets no ticks; a paused speaker still gets the ticks the microphone keeps coming (its file
+    is the timeline tests and benchmarks read), but keeps none coming itself. With both paused
+    the thread sleeps without waking at all, as a sound card with its streams stopped costs
+    nothing. The paused stretch is skipped, not caught up: the microphone's file plays on
+    meanwhile, as a room does, and the speaker fills its file with that much silence.
     """
 
-    def __init__(self, block_ms: int) -> None:
+    def __init__(self, block_ms: int, now: Callable[[], float] = time.monotonic) -> None:
         self.block_s = block_ms / 1000
+        self.now = now  # the timeline's clock (a test driving the ticks itself brings its own)
         self.ticks = 0
+        self.t0 = 0.0
         self._lock = threading.RLock()
+        self._attached = threading.Condition(self._lock)
+        self._members: dict[_Member, bool] = {}  # joined members → running (not paused)
         self._input: _Member | None = None
         self._output: _Member | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def last_t(self) -> float:
+        """When the last tick ran on the timeline: the block being played now began then."""
+        return self.t0 + self.ticks * self.block_s
+
     def join(self, member: _Member, role: str) -> int:
         """Attach a started member; start the clock if needed. Returns ticks already elapsed."""
         with self._lock:
+            self._members[member] = True
             if role == "input":
                 self._input = member
             else:
                 self._output = member
             if self._thread is None:
+                self.t0 = time.monotonic()
                 self._thread = threading.Thread(
                     target=self._run, args=(self._stop,), name="omnid-wav-clock"
                 )
                 self._thread.daemon = True
                 self._thread.start()
+            self._attached.notify_all()
             return self.ticks
+
+    def pause(self, member: _Member) -> None:
+        """Stop ticking `member` until `resume()`; the timeline goes on without it."""
+        with self._lock:
+            if member in self._members:
+                self._members[member] = False
+
+    def resume(self, member: _Member) -> None:
+        with self._lock:
+            if member in self._members:
+                self._members[member] = True
+                self._attached.notify_all()
 
     def leave(self, member: _Member) -> None:
         """Detach; stop the clock when nothing is attached."""
         with self._lock:
+            self._members.pop(member, None)
             if self._input is member:
                 self._input = None
             if self._output is member:
                 self._output = None
-            idle = self._input is None and self._output is None
+            idle = not self._members
             thread = self._thread
+            if idle:
+                self._stop.set()
+                self._attached.notify_all()
         if idle and thread is not None:
-            self._stop.set()
             if thread is not threading.current_thread():
                 thread.join()
             with self._lock:  # a later start() gets a fresh clock
                 if self._thread is thread:
                     self._thread, self._stop, self.ticks = None, threading.Event(), 0
 
+    def _running(self, member: _Member | None) -> bool:
+        return member is not None and self._members.get(member, False)
+
     def _run(self, stop: threading.Event) -> None:
-        t0 = time.monotonic()
         n = 0
         while True:
+            with self._lock:
+                if not any(self._members.values()) and not stop.is_set():
+                    while not any(self._members.values()) and not stop.is_set():
+                        self._attached.wait()  # nobody to tick: no wake-ups at all
+                    n = max(n, int((time.monotonic() - self.t0) / self.block_s))
+            if stop.is_set():
+                return
             n += 1
-            target = t0 + n * self.block_s
+            target = self.t0 + n * self.block_s
             delay = target - time.monotonic()
             if delay > 0:
                 time.sleep(delay)  # a third cheaper than Event.wait; stop waits ≤ one block
@@ -119,9 +164,9 @@ class WavClock:
                 return
             with self._lock:
                 self.ticks = n
-                if self._input is not None:
-                    self._input._tick(target)
-                if self._output is not None:
+                if self._running(self._input):
+                    self._input._tick(target)  # type: ignore[union-attr]
+                if self._output is not None:  # standing by or not: its file is the timeline
                     self._output._tick(target)
 
 
@@ -206,6 +251,7 @@ class WavMicrophone(Microphone):
         super().__init__(f"{PREFIX}{path}", WIRE_IN, block_ms=block_ms, on_mic_block=on_mic_block)
         self._clock = clock
         self._pos = 0
+        self._start_n = 0  # the clock's tick count when this microphone joined it
         self._silence = np.zeros(self.block_n, dtype=np.int16)
         self._ahead = self._silence[:0]  # read-ahead of the file, whole blocks
         self._ahead_at = 0
@@ -217,6 +263,7 @@ class WavMicrophone(Microphone):
         return self._pos >= self._frames
 
     def _tick(self, t: float) -> None:
+        self._skip_to((self._clock.ticks - self._start_n - 1) * self.block_n)
         block = self._next() if self._pos < self._frames else self._silence
         if len(block) < self.block_n:
             padded = self._silence.copy()
@@ -224,6 +271,19 @@ class WavMicrophone(Microphone):
             block = padded
         self._pos += self.block_n
         self._deliver(block, t)
+
+    def _skip_to(self, pos: int) -> None:
+        """After a pause, on to where the file has got to meanwhile (a room goes on talking)."""
+        if pos <= self._pos:
+            return
+        self._pos = pos
+        if self._reader is not None and pos < self._frames:
+            try:
+                self._reader.setpos(pos)
+            except (OSError, EOFError, wave.Error) as exc:
+                log.error("%s: cannot seek (%s): silence from here", self.name, exc)
+                self._frames = self._pos
+            self._ahead, self._ahead_at = self._silence[:0], 0
 
     def _next(self) -> Int16Array:
         if self.samples is not None:
@@ -248,7 +308,18 @@ class WavMicrophone(Microphone):
         if self._state == "open":
             self._state = "started"
             self.last_block_t = time.monotonic()
-            self._clock.join(self, "input")
+            self._start_n = self._clock.join(self, "input")
+
+    def suspend(self) -> None:
+        if self._state == "started":
+            self._state = "suspended"
+            self._clock.pause(self)
+
+    def resume(self) -> None:
+        if self._state == "suspended":
+            self._state = "started"
+            self.last_block_t = time.monotonic()
+            self._clock.resume(self)
 
     def close(self) -> None:
         if self._state != "closed":
@@ -259,7 +330,15 @@ class WavMicrophone(Microphone):
 
 
 class WavSpeaker(Speaker):
-    """Writes what is played to a 24 kHz mono WAV, one block per tick (see module docstring)."""
+    """Writes what is played to a 24 kHz mono WAV, one block per tick (see module docstring).
+
+    Two moments inside a block are kept to the sample, so that the file shows what a sound
+    card with its stream started and aborted on demand would play, whatever the block size:
+    audio queued while nothing plays starts at the moment it was queued, and a flush cuts the
+    sound at the moment of the flush (what was queued up to then plays; nothing after it).
+    With nothing to play the speaker stands by (leaves the clock) and fills the gap with
+    silence when it comes back, so the file stays one continuous timeline.
+    """
 
     def __init__(
         self,
@@ -278,6 +357,9 @@ class WavSpeaker(Speaker):
         self.block_n = WIRE_OUT * block_ms // 1000
         self._clock = clock
         self._block = np.zeros((self.block_n, 1), dtype=np.int16)
+        self._blocks_written = 0  # the file's length in blocks: block j is [j, j+1)·block of t0
+        self._start_at: float | None = None  # audio queued while idle begins here
+        self._cut_at: int | None = None  # a flush inside the coming block: silent from here
         self._data_bytes = 0
         self._header_bytes = 0  # data size the header on disk states
         self._write_failed = False
@@ -313,9 +395,61 @@ class WavSpeaker(Speaker):
             log.error("%s: cannot update the WAV header: %s", self.name, exc)
         self._header_bytes = self._data_bytes
 
+    def _silence_until(self, blocks: int) -> None:
+        """Pad the file with silence up to `blocks` blocks (the ticks it sat out)."""
+        if blocks > self._blocks_written:
+            self._append(bytes(2 * self.block_n * (blocks - self._blocks_written)))
+            self._blocks_written = blocks
+
+    def _offset(self, t: float, block_start: float) -> int:
+        return min(self.block_n, max(0, round((t - block_start) * WIRE_OUT)))
+
     def _tick(self, t: float) -> None:
-        self._render(self._block, t)
-        self._append(self._block.data.cast("B"))
+        self._silence_until(self._clock.ticks - 1)
+        begun = t - self._clock.block_s
+        block = self._block
+        lo, hi = 0, self.block_n
+        if self._start_at is not None:
+            if self._start_at >= t:  # queued after this block's time: it starts in a later one
+                lo = hi = self.block_n
+            else:
+                lo, self._start_at = self._offset(self._start_at, begun), None
+        if self._cut_at is not None:
+            hi, self._cut_at = max(lo, self._cut_at), None
+        block[:lo] = 0
+        block[hi:] = 0
+        if lo < hi:
+            self._render(block[lo:hi], begun + hi / WIRE_OUT, first_t=begun + lo / WIRE_OUT)
+        self._append(block.data.cast("B"))
+        self._blocks_written += 1
+
+    def play(self, pcm: Int16Array, *, last: bool = False) -> None:
+        with self._clock._lock:  # the clock's lock first, as on the tick: one order, no deadlock
+            idle = not self._playing and not self._queue.available
+            super().play(pcm, last=last)
+            if idle and self._queue.available:
+                self._start_at = self._clock.now()
+
+    def flush(self) -> None:
+        with self._clock._lock:
+            begun = self._clock.last_t
+            cut = self._offset(self._clock.now(), begun)
+            lo = 0 if self._start_at is None else self._offset(self._start_at, begun)
+            head = np.zeros(max(0, cut - lo), dtype=np.int16)
+            if self._playing or self._start_at is not None:
+                head = head[: self._queue.read_into(head)]  # played before the flush came
+            super().flush()
+            if len(head):
+                self._queue.write(head)
+                self._cut_at = cut
+            else:
+                self._start_at = None
+
+    def _park(self) -> None:
+        self._clock.pause(self)
+
+    def _unpark(self) -> None:
+        self._clock.resume(self)
 
     def start(self) -> None:
         if self._state == "closed":
@@ -323,14 +457,16 @@ class WavSpeaker(Speaker):
         if self._state == "open":
             self._state = "started"
             with self._clock._lock:  # no tick between counting and joining
-                silence = bytes(2 * self.block_n)
-                for _ in range(self._clock.join(self, "output")):
-                    self._append(silence)
+                self._silence_until(self._clock.join(self, "output"))
 
     def close(self) -> None:
         if self._state == "closed":
             return
         self._state = "closed"
+        with self._clock._lock:  # the time it stood by is silence up to now
+            if self._clock.t0:
+                now = int((time.monotonic() - self._clock.t0) / self._clock.block_s)
+                self._silence_until(min(now, self._clock.ticks))
         self._clock.leave(self)
         self._patch_header()
         os.close(self._fd)
