@@ -210,6 +210,15 @@ def wire_summary(record: Path) -> dict[str, int]:
     return counts
 
 
+def exited(daemon: BenchDaemon, otherwise: str = "") -> str:
+    """How the daemon ended mid-soak."""
+    code = daemon.proc.poll()
+    if code is None:
+        return f"omnid run {otherwise}"
+    how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
+    return f"omnid run {how} mid-soak"
+
+
 class Soak:
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args = args
@@ -262,17 +271,20 @@ class Soak:
         except Died as exc:
             self.died = str(exc)
         finally:
-            if daemon is not None:
-                alive = daemon.proc.poll() is None
-                self.daemon_exit = daemon.stop(timeout=15)
-                if not alive and not self.died and not self.interrupted:
-                    self.died = f"omnid run exited with {self.daemon_exit} during the soak"
-                (self.work / "daemon.log").write_text(daemon.output() + "\n")
-                self.turn_records = daemon.records("turn")
-            sim.stop()
-            (self.work / "simulator.log").write_text(sim.output() + "\n")
+            try:
+                if daemon is not None:
+                    alive = daemon.proc.poll() is None
+                    self.daemon_exit = daemon.stop(timeout=15)
+                    if not alive and not self.died and not self.interrupted:
+                        self.died = f"omnid run exited with {self.daemon_exit} during the soak"
+                    self.turn_records = daemon.records("turn")
+            finally:
+                sim.stop()  # whatever happened to the daemon: no simulator left behind
             for name in ("api-key", "notify.sock"):  # a throwaway key, but not left behind
                 (self.work / name).unlink(missing_ok=True)
+            if daemon is not None:
+                (self.work / "daemon.log").write_text(daemon.output() + "\n")
+            (self.work / "simulator.log").write_text(sim.output() + "\n")
             if self.died and daemon is not None:
                 tail = "\n".join(daemon.output().splitlines()[-40:])
                 print(f"{TAG} {self.died}; its output's last lines:\n{tail}", file=sys.stderr)
@@ -294,14 +306,15 @@ class Soak:
                 deadline = t0 + k * self.args.every
                 while (left := deadline - time.monotonic()) > 0:
                     if daemon.proc.poll() is not None:
-                        raise Died(f"omnid run exited with {daemon.proc.returncode} mid-soak")
+                        raise Died(exited(daemon))
                     time.sleep(min(1.0, left))
                 try:
                     mem = read_memory(pid)
                     fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
                     cpu, at = cpu_seconds(pid), time.monotonic()
-                except (OSError, KeyError) as exc:
-                    raise Died(f"omnid run gone from /proc ({exc})") from None
+                except (OSError, KeyError) as exc:  # exiting: a zombie has no smaps_rollup
+                    time.sleep(0.5)
+                    raise Died(exited(daemon, f"gone from /proc ({exc})")) from None
                 try:
                     sim_rss = read_memory(sim.proc.pid)["rss_mb"]
                 except (OSError, KeyError):
