@@ -1,18 +1,21 @@
 """`scripts/bench`: omnid's latency, losses, CPU and memory against `omnid simulate`, and the
 official SDK's CPU and memory on the same workload (issue 8); the wake-word detector's hits,
 false activations and cost on synthesised speech, the daemon's CPU while it waits in each
-mode, and wake mode's session kept warm or opened on the wake word (issue 17).
+mode, and wake mode's session kept warm or opened on the wake word (issue 17); waiting, the
+device buffer, barge-in and tap through real PortAudio on the ALSA FIFO rig (issue 18).
 
     scripts/bench                a table, with the targets and the machine
     scripts/bench --json         one JSON object with exactly the keys of the report, all numbers
     scripts/bench --quick        a smoke run (seconds, not minutes; figures not meaningful)
-    scripts/bench --only wake    one section (issue8, wake, waiting, wake-session; comma-separated
-                                 for several)
+    scripts/bench --only wake    one section (issue8, wake, waiting, wake-session, alsa;
+                                 comma-separated for several)
 
 Everything runs on loopback with `wav:` audio devices: `omnid run` and `omnid simulate` as their
 own processes, driven through the control socket, read back from the journal records, the
 simulator's record of the wire and the speaker's output file; the wake-word detector runs in this
-process on espeak-ng's speech. Progress goes to stderr.
+process on espeak-ng's speech. The alsa section puts real PortAudio in place of the `wav:`
+devices: tests/alsa_rig.py's FIFO-backed ALSA PCMs, written and read in real time by this process.
+Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.alsa import alsa
 from bench.common import loadavg, machine
 from bench.latency import barge_ins, commit_turns
 from bench.load import load
@@ -59,6 +63,9 @@ class Plan:
     waiting_s: float  # each mode's measuring window (after `load_warmup_s`), `load_rounds` runs
     wake_session_rounds: int  # runs of each session setting, one wake each, interleaved
     wake_session_parallel: bool  # a round's settings at once (a smoke run's shortcut)
+    alsa_buffer_s: float  # the ALSA rig's device buffer: the steady window it is read over
+    alsa_barges: int  # barge-ins per daemon through the ALSA rig (`barge_runs` daemons)
+    alsa_taps: int  # taps per daemon through the ALSA rig (`barge_runs` daemons)
 
     @classmethod
     def full(cls, repeat: int) -> Plan:
@@ -71,6 +78,9 @@ class Plan:
             waiting_s=30.0,
             wake_session_rounds=3 * repeat,
             wake_session_parallel=False,
+            alsa_buffer_s=10.0,
+            alsa_barges=6,
+            alsa_taps=6,
         )
 
     @classmethod
@@ -84,6 +94,9 @@ class Plan:
             waiting_s=3.0,
             wake_session_rounds=1,
             wake_session_parallel=True,
+            alsa_buffer_s=1.0,
+            alsa_barges=1,
+            alsa_taps=1,
         )
 
 
@@ -122,6 +135,23 @@ def run(plan: Plan, work: Path, sections: list[str]) -> dict[str, Any]:
             (
                 "wake-session",
                 lambda d: wake_session(d, plan.wake_session_rounds, plan.wake_session_parallel),
+            )
+        )
+
+    if "alsa" in sections:
+        jobs.append(
+            (
+                "alsa",
+                lambda d: alsa(
+                    d,
+                    plan.load_warmup_s,
+                    plan.waiting_s,
+                    plan.load_rounds,
+                    plan.alsa_buffer_s,
+                    plan.barge_runs,
+                    plan.alsa_barges,
+                    plan.alsa_taps,
+                ),
             )
         )
 

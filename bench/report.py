@@ -57,13 +57,25 @@ WAKE_SESSION_KEYS = (
     ),
     *(f"wake_session_connects_per_wake_{s}" for s in ("warm", "cold")),
 )
+ALSA_KEYS = (
+    *(f"alsa_{key}" for key in WAITING_KEYS),
+    "alsa_device_buffer_ms",
+    "alsa_barge_in_ms_p50",
+    "alsa_barge_in_ms_p95",
+    "alsa_tap_ms_p50",
+    "alsa_tap_ms_p95",
+)
 SECTIONS = {
     "issue8": ISSUE8_KEYS,
     "wake": WAKE_KEYS,
     "waiting": WAITING_KEYS,
     "wake-session": WAKE_SESSION_KEYS,
+    "alsa": ALSA_KEYS,
 }
-KEYS = ISSUE8_KEYS + WAKE_KEYS + WAITING_KEYS + WAKE_SESSION_KEYS
+KEYS = ISSUE8_KEYS + WAKE_KEYS + WAITING_KEYS + WAKE_SESSION_KEYS + ALSA_KEYS
+HEADINGS = {ALSA_KEYS[0]: "through real PortAudio on the ALSA FIFO rig (issue 18):"}
+"""Lines of the table shown above a key: where a section measures something else."""
+ALSA_TARGET_MS = 25.0  # barge-in and tap: silent this long after the event, plus the device buffer
 
 
 def keys(sections: list[str]) -> list[str]:
@@ -93,6 +105,8 @@ UNITS |= {k: "% core" if "cpu" in k else "/ s" for k in WAITING_KEYS}
 UNITS |= {k: "/ min" for k in WAKE_SESSION_KEYS if "_per_min_" in k}
 UNITS |= {k: "/ h" for k in WAKE_SESSION_KEYS if "_per_hour_" in k}
 UNITS |= {k: "/ wake" for k in WAKE_SESSION_KEYS if "_per_wake_" in k}
+UNITS |= {k: "% core" if "cpu" in k else "/ s" for k in ALSA_KEYS if k.startswith("alsa_waiting_")}
+UNITS |= {"alsa_device_buffer_ms": "ms"}
 
 # (key, target as text, check); the benchmark reports them, it does not fail on them.
 TARGETS: list[tuple[str, str, Callable[[float], bool]]] = [
@@ -115,7 +129,8 @@ def summarise(raw: dict[str, Any], longest: float) -> tuple[dict[str, float], di
     figures: dict[str, float] = {}
     details: dict[str, Any] = {}
     if "load" in raw:
-        mine = {k: v for k, v in raw.items() if k not in ("wake", "waiting", "wake-session")}
+        others = ("wake", "waiting", "wake-session", "alsa")
+        mine = {k: v for k, v in raw.items() if k not in others}
         figures, details = _issue8(mine, longest)
     if "wake" in raw:
         figures |= _wake(raw["wake"])
@@ -132,7 +147,28 @@ def summarise(raw: dict[str, Any], longest: float) -> tuple[dict[str, float], di
     if "wake-session" in raw:
         figures |= _wake_session(raw["wake-session"]["settings"])
         details["wake-session"] = raw["wake-session"]
+    if "alsa" in raw:
+        figures |= _alsa(raw["alsa"])
+        details["alsa"] = raw["alsa"]
     return figures, details
+
+
+def _alsa(a: dict[str, Any]) -> dict[str, float]:
+    w = a["waiting"]
+    figures = {
+        f"alsa_waiting_{what}_{mode}": w[mode][what]
+        for what in ("cpu_pct", "vcsw_per_s", "ivcsw_per_s")
+        for mode in MODES
+        if mode in w
+    }
+    figures |= {
+        "alsa_device_buffer_ms": a["buffer"]["vad"]["ms_p50"],  # the barge-in's
+        "alsa_barge_in_ms_p50": pct(a["barge_ms"], 50),
+        "alsa_barge_in_ms_p95": pct(a["barge_ms"], 95),
+        "alsa_tap_ms_p50": pct(a["tap_ms"], 50),
+        "alsa_tap_ms_p95": pct(a["tap_ms"], 95),
+    }
+    return {k: round(float(v), 3) for k, v in figures.items()}
 
 
 def _wake_session(settings: dict[str, Any]) -> dict[str, float]:
@@ -247,6 +283,8 @@ def table(figures: dict[str, float], details: dict[str, Any], info: dict[str, st
     width = max([28, *(len(k) for k in shown)])  # the wake session's keys are longer
     lines = [f"{'figure':<{width}} {'value':>10}  {'unit':<8} {'target':<22}", "-" * (width + 48)]
     for key in shown:
+        if key in HEADINGS:
+            lines.append(HEADINGS[key])
         value = figures[key]
         text, check = targets.get(key, ("", None))
         verdict = "" if check is None else ("ok" if check(value) else "MISSED")
@@ -262,6 +300,8 @@ def table(figures: dict[str, float], details: dict[str, Any], info: dict[str, st
         lines += _waiting_lines(details["waiting"])
     if "wake-session" in details:
         lines += _wake_session_lines(details["wake-session"])
+    if "alsa" in details:
+        lines += _alsa_lines(details["alsa"], details.get("waiting"))
     lines += [
         "",
         f"machine: {info['cpu']}, {info['cores']} cores, {info['memory']} RAM, "
@@ -372,4 +412,68 @@ def _wake_session_lines(w: dict[str, Any]) -> list[str]:
         f"{cold['reconnects_per_hour']:.1f} / h, plus {cold['connects_per_wake']:.0f} per wake; "
         f"the section took {w['seconds']:.0f} s"
     )
+    return lines
+
+
+def _alsa_lines(a: dict[str, Any], wav: dict[str, Any] | None) -> list[str]:
+    """The ALSA rig's details; `wav`: the waiting section's, when it ran too, for comparison."""
+    lines = [
+        "",
+        "through PortAudio on the ALSA FIFO rig, waiting in a quiet room (per mode, median of the "
+        "runs; CPU per run"
+        + ("; the `wav:` devices' figures of this run in brackets" if wav else "")
+        + "):",
+    ]
+    for mode, m in a["waiting"].items():
+        runs = m["runs"]
+        w = (wav or {}).get(mode)
+        streams = {
+            name: statistics.median(r["switches_by_stream"][name] for r in runs)
+            for name in ("capture", "playback", "other")
+        }
+        lines.append(
+            f"  {mode:<7} {m['cpu_pct']:.2f} % core ({_runs([r['cpu_pct'] for r in runs])})"
+            + (f" [{w['cpu_pct']:.2f}]" if w else "")
+            + f", {m['vcsw_per_s']:.0f} voluntary"
+            + (f" [{w['vcsw_per_s']:.0f}]" if w else "")
+            + f" + {m['ivcsw_per_s']:.0f} involuntary"
+            + (f" [{w['ivcsw_per_s']:.0f}]" if w else "")
+            + f" switches / s: PortAudio's capture thread {streams['capture']:.0f}, its "
+            f"playback thread {streams['playback']:.0f}, the other "
+            f"{runs[-1]['threads'] - runs[-1]['stream_threads']} "
+            f"threads {streams['other']:.0f}; "
+            f"{statistics.median(r['appends_per_s'] for r in runs):.1f} audio appends / s sent, "
+            f"speaker read at {statistics.median(r['speaker_s_per_s'] for r in runs):.2f}× real "
+            f"time, the microphone unread "
+            f"{100 * statistics.median(r['mic_unread_s'] for r in runs):.0f} % of the window, "
+            f"READY after {statistics.median(r['ready_s'] for r in runs):.2f} s"
+        )
+    shown: set[int] = set()
+    for mode in ("vad", "manual"):
+        b = a["buffer"][mode]
+        if b["block_ms"] in shown:
+            continue
+        shown.add(b["block_ms"])
+        lines.append(
+            f"device buffer at {b['block_ms']} ms blocks ({mode} mode's; PortAudio's ALSA buffer "
+            f"and the speaker pipe: what a flush at a random moment leaves to play): p50 "
+            f"{b['ms_p50']:.1f} ms, p5–p95 {b['ms_p5']:.1f}–{b['ms_p95']:.1f}, max "
+            f"{b['ms_max']:.1f}; {b['callbacks_per_s']:.1f} playback callbacks / s, "
+            f"{b['back_to_back_pct']:.0f} % of them back to back; {b['start_offset_ms']:.0f} ms "
+            f"of silence written at the stream's start; PortAudio reports "
+            f"{b['portaudio_latency_ms']:.1f} ms of output latency; the speaker's own flush "
+            f"(in-process, {len(b['flush_ms'])} times) silent after p50 "
+            f"{pct(b['flush_ms'], 50):.1f} ms, max {max(b['flush_ms']):.1f}"
+        )
+    for name, mode, values in (
+        ("barge-in", "vad", a["barge_ms"]),
+        ("tap", "manual", a["tap_ms"]),
+    ):
+        p95, ceiling = pct(values, 95), ALSA_TARGET_MS + a["buffer"][mode]["ms_p95"]
+        lines.append(
+            f"{name} ({mode} mode): {len(values)} through the rig, silent after p50 "
+            f"{pct(values, 50):.1f} ms, p95 {p95:.1f}, max {max(values):.1f}; target ≤ "
+            f"{ALSA_TARGET_MS:g} ms + the device buffer (its p95) = {ceiling:.1f} ms — "
+            + ("met" if p95 <= ceiling else "MISSED")
+        )
     return lines
