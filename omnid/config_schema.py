@@ -33,6 +33,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from omnid.models import MODELS, ModelInfo
+from omnid.modes import MODES
 
 DEFAULT_URL = "wss://dashscope-intl.aliyuncs.com/api-ws/v1/realtime"
 DEFAULT_MODEL = "qwen3.5-omni-plus-realtime"
@@ -159,7 +160,7 @@ def _check_device(name: str) -> str:
 class AudioSection(_Section):
     input_device: str = _key("default", _DEVICE)
     output_device: str = _key("default", _DEVICE)
-    block_ms: Literal[10, 20, 40, 50, 100] = 20
+    block_ms: Literal[10, 20, 40, 50, 100] | None = None  # None: the mode's (`Config.block_ms`)
     output_volume: int = _key(100, ge=0, le=100)
     echo_guard: Literal["half_duplex", "off"] = "half_duplex"
     echo_tail_ms: int = _key(300, ge=0, le=3000)
@@ -167,6 +168,7 @@ class AudioSection(_Section):
     max_turn_s: float = _key(60.0, ge=1, le=600)
 
     _devices = field_validator("input_device", "output_device")(_check_device)
+    _blank = field_validator("block_ms", mode="before")(_blank_is_none)
 
 
 class CameraSection(_Section):
@@ -691,6 +693,11 @@ class Config(BaseSettings):
         if errors:
             raise ValueError("; ".join(errors))
         return self
+
+    @property
+    def block_ms(self) -> int:
+        """The audio block: as configured, else the mode's own (`modes.Mode.block_ms`)."""
+        return self.audio.block_ms or MODES[self.session.mode].block_ms
 
     @property
     def effective_voice(self) -> str:

@@ -184,7 +184,6 @@ class Conversation:
                 if self.mode.gated and self.window.speech():
                     self.uplink.open_with(self.pre_roll.since(event.start_t), masks=False)
             case ev.Press():
-                self.mic_sleep.wake(self.clock())  # first: the turn's audio starts at the press
                 self.press(event.t)
             case ev.Release():
                 self.release(event.t)
@@ -317,6 +316,7 @@ class Conversation:
     # ------------------------------------------------------------------ user actions
 
     def press(self, t: float) -> None:
+        self.mic_sleep.wake(self.clock())  # first: the turn's audio starts at the press
         if self.alarm.stop("a press"):
             return  # the press silenced a ringing timer; it starts no turn
         if self.calls.confirm(self.turn):

@@ -63,8 +63,8 @@ class Daemon:
         self.journal = journal or Journal()
         self.notifier = notifier or Notifier()  # disabled: `run()` passes systemd's
         self.inbox = ev.Inbox()
-        self.feed = MicFeed(cfg.audio.block_ms)
-        self.devices = AudioDevices(cfg.audio, self.inbox.post, self.feed)
+        self.feed = MicFeed(cfg.block_ms)
+        self.devices = AudioDevices(cfg.audio, cfg.block_ms, self.inbox.post, self.feed)
         self.button: TalkButton | None = None
         self.led: StatusLed | None = None
         self.camera: CameraFeed | None = None

@@ -68,10 +68,12 @@ class AudioDevices:
     def __init__(
         self,
         audio: AudioSection,
+        block_ms: int,
         post: Callable[[ev.Event], None],
         feed: MicFeed,
     ) -> None:
         self.audio = audio
+        self.block_ms = block_ms
         self._post = post
         self.feed = feed
         self.mic: Microphone | None = None
@@ -85,7 +87,7 @@ class AudioDevices:
         mic, speaker = open_audio(
             a.input_device,
             a.output_device,
-            block_ms=a.block_ms,
+            block_ms=self.block_ms,
             on_mic_block=self.feed,
             on_speaker_event=lambda kind, t: self._post(ev.SpeakerEvent(kind, t)),
         )  # the conversation sets the volume as it takes the speaker (`Playback.use`)

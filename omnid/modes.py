@@ -41,10 +41,16 @@ class Mode:
     # Nothing hears the microphone between turns, so its stream may stop while idle
     # (`micsleep.MicSleep`): a press starts it again.
     mic_sleeps: bool = False
+    # The audio block unless `audio.block_ms` says otherwise. Push-to-talk keeps 20 ms: a
+    # release commits what was captured by then, so the block in progress bounds what of the
+    # last word can be missed or wait. Streaming modes take 100 ms: the service gets ~100 ms
+    # appends anyway, a barge-in cuts the speaker at once whatever the block, and a device
+    # woken five times less often is most of what streaming costs on a small board.
+    block_ms: int = 20
 
 
 MODES: dict[str, Mode] = {
     "manual": Mode("manual", False, False, press="talk", overlong="send", mic_sleeps=True),
-    "vad": Mode("vad", True, True, press="mute", overlong="lose"),
-    "wake": Mode("wake", True, True, press="wake", overlong="lose", gated=True),
+    "vad": Mode("vad", True, True, press="mute", overlong="lose", block_ms=100),
+    "wake": Mode("wake", True, True, press="wake", overlong="lose", gated=True, block_ms=100),
 }

@@ -141,7 +141,7 @@ class Playback(Subscriber):
         queued = self._earcon_queued_t
         if queued is not None and t >= queued:  # a drain stamped before it was queued: a flush's
             self._earcon_queued_t = None
-            block_s = self._settings.current.audio.block_ms / 1000
+            block_s = self._settings.current.block_ms / 1000
             self._mask_until = t + block_s + EARCON_DEVICE_LATENCY_S
 
     # ------------------------------------------------------------------ the microphone

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from omnid import events as ev
 from omnid import protocol
-from omnid.camera import CameraFeed, FramePolicy
+from omnid.camera import FramePolicy
+
+if TYPE_CHECKING:
+    from omnid.camera import CameraFeed
 
 log = logging.getLogger("omnid.vision")
 

@@ -132,11 +132,11 @@ def run(cfg: Config, seconds: float | None, out: TextIO = sys.stdout) -> int:
         return EX_CONFIG
 
     ready = threading.Event()
-    feed = MicFeed(cfg.audio.block_ms)
+    feed = MicFeed(cfg.block_ms)
     queue = feed.consumer("wake-test", lambda _upto: ready.set(), every_ms=50)
     device = cfg.audio.input_device
     try:
-        mic = open_microphone(device, block_ms=cfg.audio.block_ms, on_mic_block=feed)
+        mic = open_microphone(device, block_ms=cfg.block_ms, on_mic_block=feed)
         mic.start()
     except AudioDeviceError as exc:
         hint = ""

@@ -120,6 +120,7 @@ class AlsaFifoRig:
         mic_rate: int = 16_000,
         spk_rate: int = 24_000,
         block_ms: int = 20,
+        spk_block_ms: int | None = None,
         clock: Callable[[], float] = time.time,
         mic_backlog_blocks: int = 3,
         feedback_gain: float = 0.0,
@@ -131,6 +132,8 @@ class AlsaFifoRig:
         self.mic_rate = mic_rate
         self.spk_rate = spk_rate
         self.block_ms = block_ms
+        self.spk_block_ms = spk_block_ms or block_ms
+        """The speaker's read (the DAC's) granularity: the stream's period need not be it."""
         self.mic_device = f"omnitest_mic_{self.id}"
         self.spk_device = f"omnitest_spk_{self.id}"
         self.mic_fifo = self.dir / f"mic-{self.id}.fifo"
@@ -285,7 +288,10 @@ class AlsaFifoRig:
         if len(new):
             converted = self._echo_resampler.resample_chunk(new.astype(np.float64))
             self._echo = np.concatenate([self._echo, converted])
-        take, self._echo = self._echo[: self._block_n], self._echo[self._block_n :]
+        # Whole blocks only: a microphone block longer than the speaker's reads would otherwise
+        # take a part, and the rest of the echo would come a block late, with a gap before it.
+        take = self._echo[: self._block_n] if len(self._echo) >= self._block_n else self._echo[:0]
+        self._echo = self._echo[len(take) :]
         mic = np.frombuffer(payload, dtype=np.int16).astype(np.float64)
         mic[: len(take)] += self.feedback_gain * take
         return np.clip(np.rint(mic), -32768, 32767).astype(np.int16).tobytes()
@@ -293,7 +299,8 @@ class AlsaFifoRig:
     # -- speaker -----------------------------------------------------------------------------
 
     def _read_loop(self) -> None:
-        chunk = 2 * (self.spk_rate * self.block_ms // 1000)
+        chunk = 2 * (self.spk_rate * self.spk_block_ms // 1000)
+        block_s = self.spk_block_ms / 1000
         target = time.monotonic()
         while not self._stop.is_set():
             ready, _, _ = select.select([self._spk_fd], [], [], 0.05)
@@ -307,7 +314,7 @@ class AlsaFifoRig:
                 self._marks_t.append(now)
                 self._marks_n.append(len(self._spk) // 2)
             target += len(data) / (2 * self.spk_rate)
-            if now - target > 2 * self._block_s:  # after a pause: pace from now, don't burst
+            if now - target > 2 * block_s:  # after a pause: pace from now, don't burst
                 target = now
             delay = target - time.monotonic()
             if delay > 0:
@@ -321,7 +328,7 @@ class AlsaFifoRig:
 
     def speaker_time(self, index: int) -> float:
         """When (in `clock` time) output sample `index` "sounded": the reader takes one block
-        from the pipe every `block_ms` and, like a DAC, plays it over the following block, so a
+        from the pipe every `spk_block_ms` and, like a DAC, plays it over the following block, so a
         sample's time is its block's read time plus its offset in the block. That is after
         PortAudio handed it over by the pipeline delay (PortAudio's ALSA buffer, filled in bursts
         of 4 blocks here, plus up to 4 KiB in the pipe: ~60 ms steady, less just after a

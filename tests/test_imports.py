@@ -154,12 +154,6 @@ def test_a_minimal_run_imports_no_optional_package(
     assert imported == set(), f"imported without being configured: {sorted(imported)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="omnid/vision.py imports CameraFeed from omnid.camera at run time, for a type hint "
-    "only; moving that import under TYPE_CHECKING (as daemon.py and assembly.py do) keeps "
-    "Pillow out. Then drop this mark: the test fails while it stays (strict).",
-)
 def test_without_a_camera_pillow_is_neither_imported_nor_mapped(
     tmp_path: Path, sim: tuple[Simulator, str]
 ) -> None:

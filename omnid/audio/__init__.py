@@ -21,7 +21,7 @@ from omnid.audio.base import (
     SpeakerEventCallback,
 )
 from omnid.audio.wav import PREFIX as WAV_PREFIX
-from omnid.audio.wav import WavClock, WavMicrophone, WavSpeaker
+from omnid.audio.wav import WavClock, WavMicrophone, WavSpeaker, output_block
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -63,13 +63,15 @@ def open_audio(
     """Open (not start) both devices; raise AudioDeviceError naming the device and what exists.
 
     Two `wav:` devices share one clock, so the output file's timeline is the input's; a `wav:`
-    device paired with a sound card gets its own clock.
+    device paired with a sound card gets its own clock. The speaker's block is `block_ms` up to
+    20 ms, and 20 (or 10) ms beyond (`wav.output_block`).
     """
     if block_ms <= 0:
         raise ValueError(f"block_ms must be positive, not {block_ms}")
     in_wav = input_device.startswith(WAV_PREFIX)
     out_wav = output_device.startswith(WAV_PREFIX)
     shared = WavClock(block_ms) if in_wav and out_wav else None
+    spk_block_ms = output_block(block_ms)  # the speaker's own, smaller block (`output_block`)
 
     mic = open_microphone(input_device, block_ms=block_ms, on_mic_block=on_mic_block, clock=shared)
     try:
@@ -77,15 +79,15 @@ def open_audio(
         if out_wav:
             spk = WavSpeaker(
                 output_device,
-                block_ms=block_ms,
-                clock=shared or WavClock(block_ms),
+                block_ms=spk_block_ms,
+                clock=shared or WavClock(spk_block_ms),
                 on_speaker_event=on_speaker_event,
                 volume=volume,
             )
         else:
             spk = _portaudio().PortAudioSpeaker(
                 output_device,
-                block_ms=block_ms,
+                block_ms=spk_block_ms,
                 on_speaker_event=on_speaker_event,
                 volume=volume,
             )

@@ -5,20 +5,23 @@ conversation's timers, barge-in) is about time, so `omnid demo`, timing tests an
 the same pacing a sound card gives, without one.
 
 - Input: the file (any rate and channel count of 16-bit PCM; read as it plays when it is 16 kHz
-  mono, else converted at open) is delivered one `block_ms` block per tick from start(), then
-  silence forever.
-- Output: every tick pulls one block through the same playback queue/volume/event logic as a sound
-  card and appends it to a 24 kHz mono 16-bit WAV: a continuous timeline, silence included. The
-  header is rewritten at least once a second and at close, so a killed process leaves a readable
-  file.
-- Clock: a thread on an absolute schedule (tick n at t0 + n·block, never drifting; after a stall it
-  catches up rather than skipping). When both devices are `wav:` they share one clock, and each
-  tick delivers the input block *then* pulls the output block. So output sample i is played at
-  input time i/24000 s: a reaction to input block k made within the tick lands at output block k,
-  and the test reads latency and barge-in straight off the output file. The clock starts with the
-  first start(); a speaker started some ticks later first writes that much silence, so the file
-  still starts at the clock's t0 (start the microphone first, as the daemon does: an input
-  started late plays its file from then).
+  mono, else converted at open) is delivered one `block_ms` block per input tick from start(),
+  then silence forever.
+- Output: every tick pulls what has played since the last one (a speaker block, or an input
+  block's worth while the speaker stands by) through the same playback queue/volume/event logic
+  as a sound card and appends it to a 24 kHz mono 16-bit WAV: a continuous timeline, silence
+  included. The header is rewritten at least once a second and at close, so a killed process
+  leaves a readable file.
+- Clock: a thread on an absolute schedule (never drifting; after a stall it catches up rather
+  than skipping). When both devices are `wav:` they share one clock: sample i of the output file
+  plays at i/24000 s after the clock's t0, as the input's sample j was heard at j/16000 s after
+  its start. Each tick delivers the input block *then* pulls the output. Audio queued while
+  nothing plays starts at the moment it was queued, and a flush cuts at the moment of the flush,
+  to the sample: so a test reads latency and barge-in straight off the output file, and what it
+  reads is what a sound card started and aborted on demand would play. The clock starts with
+  the first start(); a speaker started later first writes that much silence, so the file still
+  starts at the clock's t0 (start the microphone first, as the daemon does: an input started
+  late plays its file from then).
 """
 
 from __future__ import annotations
@@ -59,25 +62,36 @@ class _Member(Protocol):
 
 
 class WavClock:
-    """The ticker: calls the input's then the output's `_tick(t)` every `block_ms`.
+    """The ticker: calls the input's then the output's `_tick(t)` on an absolute schedule.
 
     `t` is the tick's scheduled monotonic time (the moment the block's capture ended), so
     timestamps are exact even when the thread wakes late. The members run under `_lock`, so
     `leave()` (from close()) waits for a tick in progress and never races a file write.
 
-    A member may `pause()` (a microphone nobody needs, a speaker with nothing to play) and
-    `resume()` later: the timeline goes on (tick n stays at t0 + n·block). A paused microphone
-    gets no ticks; a paused speaker still gets the ticks the microphone keeps coming (its file
-    is the timeline tests and benchmarks read), but keeps none coming itself. With both paused
-    the thread sleeps without waking at all, as a sound card with its streams stopped costs
-    nothing. The paused stretch is skipped, not caught up: the microphone's file plays on
-    meanwhile, as a room does, and the speaker fills its file with that much silence.
+    Two cadences, as a sound card's two streams have two periods: the output's small step
+    (`output_block_ms`) while the speaker plays, and the input's block (a whole multiple of it)
+    otherwise. A member may `pause()` (a microphone nobody needs, a speaker with nothing to
+    play) and `resume()` later; the timeline goes on. A paused microphone gets no ticks; a
+    paused speaker still gets the microphone's (its file is the timeline tests and benchmarks
+    read) but keeps none coming itself. With both paused the thread sleeps without waking at
+    all, as a sound card with its streams stopped costs nothing. The paused stretch is skipped,
+    not caught up: the microphone's file plays on meanwhile, as a room does, and the speaker
+    fills its file with that much silence.
     """
 
-    def __init__(self, block_ms: int, now: Callable[[], float] = time.monotonic) -> None:
-        self.block_s = block_ms / 1000
+    def __init__(
+        self,
+        block_ms: int,
+        output_block_ms: int | None = None,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        step_ms = output_block_ms or output_block(block_ms)
+        if block_ms % step_ms:
+            raise ValueError(f"block_ms {block_ms} is not a multiple of the output's {step_ms}")
+        self.step_s = step_ms / 1000
+        self.every = block_ms // step_ms  # output steps per input block
         self.now = now  # the timeline's clock (a test driving the ticks itself brings its own)
-        self.ticks = 0
+        self.ticks = 0  # output steps since t0, as of the last tick
         self.t0 = 0.0
         self._lock = threading.RLock()
         self._attached = threading.Condition(self._lock)
@@ -89,11 +103,11 @@ class WavClock:
 
     @property
     def last_t(self) -> float:
-        """When the last tick ran on the timeline: the block being played now began then."""
-        return self.t0 + self.ticks * self.block_s
+        """When the last tick ran on the timeline."""
+        return self.t0 + self.ticks * self.step_s
 
     def join(self, member: _Member, role: str) -> int:
-        """Attach a started member; start the clock if needed. Returns ticks already elapsed."""
+        """Attach a started member; start the clock if needed. Returns the steps elapsed."""
         with self._lock:
             self._members[member] = True
             if role == "input":
@@ -152,19 +166,20 @@ class WavClock:
                 if not any(self._members.values()) and not stop.is_set():
                     while not any(self._members.values()) and not stop.is_set():
                         self._attached.wait()  # nobody to tick: no wake-ups at all
-                    n = max(n, int((time.monotonic() - self.t0) / self.block_s))
+                    n = max(n, int((time.monotonic() - self.t0) / self.step_s))
+                fine = self._running(self._output)
             if stop.is_set():
                 return
-            n += 1
-            target = self.t0 + n * self.block_s
+            n = n + 1 if fine else (n // self.every + 1) * self.every
+            target = self.t0 + n * self.step_s
             delay = target - time.monotonic()
             if delay > 0:
-                time.sleep(delay)  # a third cheaper than Event.wait; stop waits ≤ one block
+                time.sleep(delay)  # a third cheaper than Event.wait; stop waits ≤ one step
             if stop.is_set():
                 return
             with self._lock:
                 self.ticks = n
-                if self._running(self._input):
+                if n % self.every == 0 and self._running(self._input):
                     self._input._tick(target)  # type: ignore[union-attr]
                 if self._output is not None:  # standing by or not: its file is the timeline
                     self._output._tick(target)
@@ -251,7 +266,7 @@ class WavMicrophone(Microphone):
         super().__init__(f"{PREFIX}{path}", WIRE_IN, block_ms=block_ms, on_mic_block=on_mic_block)
         self._clock = clock
         self._pos = 0
-        self._start_n = 0  # the clock's tick count when this microphone joined it
+        self._first_n = 0  # the clock's step of this microphone's first block
         self._silence = np.zeros(self.block_n, dtype=np.int16)
         self._ahead = self._silence[:0]  # read-ahead of the file, whole blocks
         self._ahead_at = 0
@@ -263,7 +278,8 @@ class WavMicrophone(Microphone):
         return self._pos >= self._frames
 
     def _tick(self, t: float) -> None:
-        self._skip_to((self._clock.ticks - self._start_n - 1) * self.block_n)
+        clock = self._clock
+        self._skip_to((clock.ticks - self._first_n) // clock.every * self.block_n)
         block = self._next() if self._pos < self._frames else self._silence
         if len(block) < self.block_n:
             padded = self._silence.copy()
@@ -308,7 +324,8 @@ class WavMicrophone(Microphone):
         if self._state == "open":
             self._state = "started"
             self.last_block_t = time.monotonic()
-            self._start_n = self._clock.join(self, "input")
+            every = self._clock.every
+            self._first_n = (self._clock.join(self, "input") // every + 1) * every
 
     def suspend(self) -> None:
         if self._state == "started":
@@ -330,14 +347,13 @@ class WavMicrophone(Microphone):
 
 
 class WavSpeaker(Speaker):
-    """Writes what is played to a 24 kHz mono WAV, one block per tick (see module docstring).
+    """Writes what is played to a 24 kHz mono WAV, up to each tick's time (module docstring).
 
-    Two moments inside a block are kept to the sample, so that the file shows what a sound
-    card with its stream started and aborted on demand would play, whatever the block size:
-    audio queued while nothing plays starts at the moment it was queued, and a flush cuts the
-    sound at the moment of the flush (what was queued up to then plays; nothing after it).
-    With nothing to play the speaker stands by (leaves the clock) and fills the gap with
-    silence when it comes back, so the file stays one continuous timeline.
+    Two moments are kept to the sample, so that the file shows what a sound card with its
+    stream started and aborted on demand would play, whatever the block size: audio queued while
+    nothing plays starts at the moment it was queued, and a flush cuts the sound at the moment
+    of the flush (what was queued up to then plays; nothing after it). With nothing to play the
+    speaker stands by (the clock need not step for it) and writes the silence in bigger pieces.
     """
 
     def __init__(
@@ -356,10 +372,13 @@ class WavSpeaker(Speaker):
         self.path = path
         self.block_n = WIRE_OUT * block_ms // 1000
         self._clock = clock
-        self._block = np.zeros((self.block_n, 1), dtype=np.int16)
-        self._blocks_written = 0  # the file's length in blocks: block j is [j, j+1)·block of t0
-        self._start_at: float | None = None  # audio queued while idle begins here
-        self._cut_at: int | None = None  # a flush inside the coming block: silent from here
+        # One tick renders up to an input block's worth (the step while it stands by; the first
+        # tick after play() may still be on that step): more only after a gap, which is silence.
+        self._span = self.block_n * clock.every
+        self._block = np.zeros((self._span, 1), dtype=np.int16)
+        self._written = 0  # samples in the file: sample i plays at t0 + i/24000
+        self._start_at: int | None = None  # audio queued while idle begins at this sample
+        self._cut_at: int | None = None  # a flush: silent from this sample
         self._data_bytes = 0
         self._header_bytes = 0  # data size the header on disk states
         self._write_failed = False
@@ -395,53 +414,57 @@ class WavSpeaker(Speaker):
             log.error("%s: cannot update the WAV header: %s", self.name, exc)
         self._header_bytes = self._data_bytes
 
-    def _silence_until(self, blocks: int) -> None:
-        """Pad the file with silence up to `blocks` blocks (the ticks it sat out)."""
-        if blocks > self._blocks_written:
-            self._append(bytes(2 * self.block_n * (blocks - self._blocks_written)))
-            self._blocks_written = blocks
+    def _sample(self, t: float) -> int:
+        return round((t - self._clock.t0) * WIRE_OUT)
 
-    def _offset(self, t: float, block_start: float) -> int:
-        return min(self.block_n, max(0, round((t - block_start) * WIRE_OUT)))
+    def _silence_until(self, end: int) -> None:
+        """Pad the file with silence up to sample `end` (a second at a time)."""
+        while self._written < end:
+            n = min(end - self._written, WIRE_OUT)
+            self._append(bytes(2 * n))
+            self._written += n
 
     def _tick(self, t: float) -> None:
-        self._silence_until(self._clock.ticks - 1)
-        begun = t - self._clock.block_s
-        block = self._block
-        lo, hi = 0, self.block_n
+        end = self._sample(t)
+        self._silence_until(end - self._span)  # what it sat out, if it sat anything out
+        begin = self._written
+        n = end - begin
+        if n <= 0:
+            return
+        block = self._block[:n]
+        lo, hi = begin, end
         if self._start_at is not None:
-            if self._start_at >= t:  # queued after this block's time: it starts in a later one
-                lo = hi = self.block_n
-            else:
-                lo, self._start_at = self._offset(self._start_at, begun), None
+            lo = min(end, max(begin, self._start_at))
+            if self._start_at < end:
+                self._start_at = None
         if self._cut_at is not None:
-            hi, self._cut_at = max(lo, self._cut_at), None
-        block[:lo] = 0
-        block[hi:] = 0
+            hi, self._cut_at = min(end, max(lo, self._cut_at)), None
+        block[: lo - begin] = 0
+        block[hi - begin :] = 0
         if lo < hi:
-            self._render(block[lo:hi], begun + hi / WIRE_OUT, first_t=begun + lo / WIRE_OUT)
+            t0 = self._clock.t0
+            self._render(block[lo - begin : hi - begin], t0 + hi / WIRE_OUT, t0 + lo / WIRE_OUT)
         self._append(block.data.cast("B"))
-        self._blocks_written += 1
+        self._written = end
 
     def play(self, pcm: Int16Array, *, last: bool = False) -> None:
         with self._clock._lock:  # the clock's lock first, as on the tick: one order, no deadlock
             idle = not self._playing and not self._queue.available
             super().play(pcm, last=last)
             if idle and self._queue.available:
-                self._start_at = self._clock.now()
+                self._start_at = self._sample(self._clock.now())
 
     def flush(self) -> None:
         with self._clock._lock:
-            begun = self._clock.last_t
-            cut = self._offset(self._clock.now(), begun)
-            lo = 0 if self._start_at is None else self._offset(self._start_at, begun)
+            cut = max(self._written, self._sample(self._clock.now()))
+            lo = self._written if self._start_at is None else max(self._written, self._start_at)
             head = np.zeros(max(0, cut - lo), dtype=np.int16)
             if self._playing or self._start_at is not None:
                 head = head[: self._queue.read_into(head)]  # played before the flush came
             super().flush()
             if len(head):
                 self._queue.write(head)
-                self._cut_at = cut
+                self._cut_at = lo + len(head)
             else:
                 self._start_at = None
 
@@ -456,17 +479,31 @@ class WavSpeaker(Speaker):
             raise AudioDeviceError(f"{self.name}: start() after close()")
         if self._state == "open":
             self._state = "started"
-            with self._clock._lock:  # no tick between counting and joining
-                self._silence_until(self._clock.join(self, "output"))
+            with self._clock._lock:  # no tick between joining and catching up
+                self._clock.join(self, "output")
+                self._silence_until(self._sample(self._clock.last_t))
 
     def close(self) -> None:
         if self._state == "closed":
             return
         self._state = "closed"
-        with self._clock._lock:  # the time it stood by is silence up to now
+        with self._clock._lock:  # the time it stood by is silence, up to the last whole step
             if self._clock.t0:
-                now = int((time.monotonic() - self._clock.t0) / self._clock.block_s)
-                self._silence_until(min(now, self._clock.ticks))
+                step = round(self._clock.step_s * WIRE_OUT)
+                self._silence_until(self._sample(self._clock.now()) // step * step)
         self._clock.leave(self)
         self._patch_header()
         os.close(self._fd)
+
+
+def output_block(block_ms: int) -> int:
+    """The speaker's block for an audio block of `block_ms`: never over 20 ms.
+
+    What has been handed to a device still plays where the device cannot drop it, and the
+    first sample of an answer waits for the next block: both stay within one 20 ms block
+    whatever the microphone's block. A speaker costs its wake-ups only while it plays (it
+    stands by otherwise), so the small block is cheap. A whole divisor of `block_ms`, so one
+    clock can run both."""
+    if block_ms <= 20:
+        return block_ms
+    return 20 if block_ms % 20 == 0 else 10
