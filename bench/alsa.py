@@ -59,7 +59,7 @@ from bench.common import (
     timeline,
     vowel,
 )
-from bench.waiting import MODES, appends, switches, threads
+from bench.waiting import MODES, appends, threads
 from tests.alsa_rig import AlsaFifoRig
 
 LOUD = 64  # |sample| above this is sound (the tests' threshold)
@@ -136,40 +136,61 @@ def _silent_after_ms(rig: AlsaFifoRig, out: npt.NDArray[np.int32], t: float) -> 
 # ------------------------------------------------------------------ waiting
 
 
-def _per_thread(pid: int) -> dict[str, int]:
-    """voluntary + involuntary context switches of each of `pid`'s threads now alive."""
-    out = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            text = (task / "status").read_text()
-        except OSError:
-            continue
-        out[task.name] = sum(
-            int(line.split()[1])
-            for line in text.splitlines()
-            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"))
-        )
-    return out
+class SwitchMeter:
+    """Context switches of all of a process's threads over a window, read from
+    /proc/PID/task/*/status every `poll()` — often, because PortAudio's threads come and go with
+    their streams (a speaker standing by, a microphone asleep), and a thread's counts go with
+    it: summing the threads alive at the window's two ends would lose a thread that ended in
+    between (or read negative). Each poll adds every thread's increase since it was last seen,
+    and all of a thread born since the last poll (born within the window). A thread that ends
+    loses at most its last poll interval. Each poll also notes which threads are PortAudio's: the
+    one in read(2) on the rig's mic pipe is capture's, the one in write(2) on its speaker pipe
+    playback's (where each waits for the next block)."""
 
+    def __init__(self, pid: int, rig: AlsaFifoRig) -> None:
+        self.pid = pid
+        self.pipes = {str(rig.mic_fifo): ("0", "capture"), str(rig.spk_fifo): ("1", "playback")}
+        self.last: dict[str, tuple[int, int]] = {}
+        self.total: dict[str, list[int]] = {}  # tid → [voluntary, involuntary] in the window
+        self.stream: dict[str, str] = {}  # tid → "capture" | "playback"
+        self.poll(first=True)
 
-def _stream_threads(pid: int, rig: AlsaFifoRig, samples: int = 25) -> dict[str, str]:
-    """Which of `pid`'s threads are PortAudio's: the one found in read(2) on the rig's mic pipe
-    is capture's, the one in write(2) on the speaker pipe playback's (that is where each waits
-    for the next block); sampled `samples` times, 10 ms apart."""
-    pipes = {str(rig.mic_fifo): ("0", "capture"), str(rig.spk_fifo): ("1", "playback")}
-    found: dict[str, str] = {}
-    for _ in range(samples):
-        for task in Path(f"/proc/{pid}/task").iterdir():
+    def poll(self, first: bool = False) -> None:
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
             try:
+                status = (task / "status").read_text()
                 call = (task / "syscall").read_text().split()
-                if call[0] in ("0", "1"):
-                    target = os.readlink(f"/proc/{pid}/fd/{int(call[1], 16)}")
-                    if pipes.get(target, ("", ""))[0] == call[0]:
-                        found[task.name] = pipes[target][1]
-            except (OSError, IndexError, ValueError):
+            except OSError:  # it ended between listing and reading
                 continue
-        time.sleep(0.01)
-    return found
+            counts = [0, 0]
+            for line in status.splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    counts[0] = int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    counts[1] = int(line.split()[1])
+            before = self.last.get(task.name, (0, 0) if not first else (counts[0], counts[1]))
+            self.last[task.name] = (counts[0], counts[1])
+            mine = self.total.setdefault(task.name, [0, 0])
+            mine[0] += counts[0] - before[0]
+            mine[1] += counts[1] - before[1]
+            if call and call[0] in ("0", "1") and len(call) > 1:
+                try:
+                    target = os.readlink(f"/proc/{self.pid}/fd/{int(call[1], 16)}")
+                except (OSError, ValueError):
+                    continue
+                if self.pipes.get(target, ("", ""))[0] == call[0]:
+                    self.stream[task.name] = self.pipes[target][1]
+
+    def sums(self) -> tuple[int, int, dict[str, int]]:
+        """(voluntary, involuntary, per stream: capture, playback, other) over the window."""
+        by = {"capture": 0, "playback": 0, "other": 0}
+        for tid, (vol, invol) in self.total.items():
+            by[self.stream.get(tid, "other")] += vol + invol
+        return (
+            sum(v for v, _ in self.total.values()),
+            sum(i for _, i in self.total.values()),
+            by,
+        )
 
 
 def waiting_once(
@@ -192,15 +213,15 @@ def waiting_once(
             pid = daemon.proc.pid
             sent0, heard0 = appends(sim), len(rig.speaker_output())
             dropped0 = rig.mic_dropped_blocks
-            window, (v0, i0), each0 = CpuWindow(pid), switches(pid), _per_thread(pid)
+            window, meter = CpuWindow(pid), SwitchMeter(pid, rig)
             w0 = time.monotonic()
-            sleep_until(w0 + seconds)
+            while time.monotonic() < w0 + seconds:
+                sleep_until(min(w0 + seconds, time.monotonic() + 0.2))
+                meter.poll()
             if daemon.proc.poll() is not None:
                 raise RuntimeError(f"alsa: omnid run ({mode}) exited:\n" + daemon.output())
             cpu = window.pct()
-            v1, i1 = switches(pid)
-            each1 = _per_thread(pid)
-            streams = _stream_threads(pid, rig)
+            meter.poll()
             wall = time.monotonic() - w0
             sent = appends(sim) - sent0
             played = len(rig.speaker_output()) - heard0
@@ -211,19 +232,13 @@ def waiting_once(
             daemon.stop()  # the streams close before the rig stops
     finally:
         rig.stop()
-    by_thread = {tid: (each1[tid] - each0[tid]) / wall for tid in each1 if tid in each0}
-    by_stream = {
-        name: sum(v for tid, v in by_thread.items() if streams.get(tid) == name)
-        for name in ("capture", "playback")
-    }
-    by_stream["other"] = sum(v for tid, v in by_thread.items() if tid not in streams)
+    vol, invol, by_stream = meter.sums()
     return {
         "cpu_pct": cpu,
-        "vcsw_per_s": (v1 - v0) / wall,
-        "ivcsw_per_s": (i1 - i0) / wall,
+        "vcsw_per_s": vol / wall,
+        "ivcsw_per_s": invol / wall,
         "threads": count,
-        "switches_by_stream": by_stream,  # capture's thread, playback's, the others
-        "stream_threads": len(set(streams.values())),
+        "switches_by_stream": {k: v / wall for k, v in by_stream.items()},
         "appends_per_s": sent / wall,
         "speaker_s_per_s": played / OUT_RATE / wall,  # the playback stream kept real time
         "mic_unread_s": dropped * rig.block_ms / 1000 / wall,  # the capture stream stood by

@@ -439,9 +439,8 @@ def _alsa_lines(a: dict[str, Any], wav: dict[str, Any] | None) -> list[str]:
             + f" + {m['ivcsw_per_s']:.0f} involuntary"
             + (f" [{w['ivcsw_per_s']:.0f}]" if w else "")
             + f" switches / s: PortAudio's capture thread {streams['capture']:.0f}, its "
-            f"playback thread {streams['playback']:.0f}, the other "
-            f"{runs[-1]['threads'] - runs[-1]['stream_threads']} "
-            f"threads {streams['other']:.0f}; "
+            f"playback thread {streams['playback']:.0f}, the others {streams['other']:.0f} "
+            f"({runs[-1]['threads']} threads at the end); "
             f"{statistics.median(r['appends_per_s'] for r in runs):.1f} audio appends / s sent, "
             f"speaker read at {statistics.median(r['speaker_s_per_s'] for r in runs):.2f}× real "
             f"time, the microphone unread "
