@@ -17,11 +17,13 @@
   give for any moment T the last sample handed over by T and when the rig sounds it
   (`AlsaFifoRig.speaker_time`, which models the reader as a DAC); their difference, for T every
   millisecond of a steady window, is what a flush at a random moment leaves to play.
-  `alsa_device_buffer_ms` is its median at the barge-in's (`vad` mode's) block; a barge-in
-  through the rig costs about that on top of the daemon's own reaction (which the `wav:`
-  timeline measures: `barge_in_ms_p95`), hence the issue's "≤ 25 ms + the device buffer".
-  The block is each mode's default (`block_ms()`), and so is the rig's: the daemon's blocks
-  decide both how often its streams wake and how much PortAudio hands over at once.
+  `alsa_device_buffer_ms` is its median at the barge-in's (`vad` mode's) speaker block; a
+  barge-in through the rig costs about that on top of the daemon's own reaction (which the
+  `wav:` timeline measures: `barge_in_ms_p95`), hence the issue's "≤ 25 ms + the device
+  buffer". The speaker's own flush is measured beside it, in the same process.
+  The blocks are each mode's defaults (the microphone's `block_ms()`, the speaker's
+  `speaker_block_ms()`), and so are the rig's: they decide how often the daemon's streams wake
+  and how much PortAudio hands over at once.
 - Barge-in: hands-free with the service's VAD (the simulator's energy VAD), echo guard off as
   bench/latency.py's `barge_ins`: a continuous vowel, its echo as the answer, the next vowel
   spoken 1 s into that answer, `count` times, all written into the rig's microphone in real
@@ -37,7 +39,6 @@ One rig per daemon, started before it and stopped after it (the rig's stop order
 
 from __future__ import annotations
 
-import inspect
 import os
 import statistics
 import time
@@ -60,6 +61,8 @@ from bench.common import (
     vowel,
 )
 from bench.waiting import MODES, appends, threads
+from omnid.audio.wav import output_block
+from omnid.modes import MODES as MODE_BY_NAME
 from tests.alsa_rig import AlsaFifoRig
 
 LOUD = 64  # |sample| above this is sound (the tests' threshold)
@@ -68,23 +71,25 @@ MARK = np.full(OUT_RATE // 25, 8000, np.int16)  # 40 ms, loud from its first sam
 
 
 def block_ms(mode: str) -> int:
-    """The daemon's audio block in `mode` with `audio.block_ms` left unset (the mode's own, if
-    modes have one; else 20 ms). The rig writes the microphone in blocks of exactly this: a
-    capture read of more than the pipe holds comes back short and padded with silence, and
-    blocks written in bigger pieces would wake the stream in bursts (alsa_rig's docstring)."""
-    from omnid.modes import MODES as BY_NAME
-
-    return int(getattr(BY_NAME[mode], "block_ms", 20))
+    """The daemon's microphone block in `mode` with `audio.block_ms` left unset: the rig writes
+    the microphone in blocks of exactly this, since a capture read of more than the pipe holds
+    comes back short and padded with silence, and blocks written in bigger pieces would wake
+    the stream in bursts (alsa_rig's docstring)."""
+    return MODE_BY_NAME[mode].block_ms
 
 
-def _rig(tmp: Path, block: int, **options: Any) -> AlsaFifoRig:
-    """A started rig whose microphone is written in the daemon's `block` ms, and whose speaker
-    is read 20 ms at a time where the rig can read it apart from the microphone's block
-    (`spk_block_ms`): a DAC plays continuously, and a reader taking bigger pieces would count
-    sound in its own hands as device buffer."""
-    if "spk_block_ms" in inspect.signature(AlsaFifoRig).parameters:
-        options["spk_block_ms"] = 20
-    return AlsaFifoRig(tmp, block_ms=block, **options).start()
+def speaker_block_ms(mode: str) -> int:
+    """The daemon's speaker block in `mode` (`output_block`: never over 20 ms)."""
+    return output_block(block_ms(mode))
+
+
+def _rig(tmp: Path, mode: str, **options: Any) -> AlsaFifoRig:
+    """A started rig for a daemon in `mode`: its microphone written in the mode's blocks, its
+    speaker read in the speaker's (a DAC plays continuously: a reader taking bigger pieces would
+    count sound in its own hands as device buffer)."""
+    return AlsaFifoRig(
+        tmp, block_ms=block_ms(mode), spk_block_ms=speaker_block_ms(mode), **options
+    ).start()
 
 
 def _devices(rig: AlsaFifoRig, extra: str = "") -> str:
@@ -198,7 +203,7 @@ def waiting_once(
 ) -> dict[str, Any]:
     """One `omnid run` in `mode` on its own rig, hearing a quiet room; bench/waiting.py's
     `waiting_once` through PortAudio."""
-    rig = _rig(tmp, block_ms(mode))
+    rig = _rig(tmp, mode)
     try:
         # The quiet room: queued now, written in real time whether or not anybody reads it yet.
         rig.say(timeline(tmp / "mic.wav", warmup + seconds + 20, [], noise_seed=11))
@@ -273,7 +278,8 @@ def waiting(
 
 def device_buffer(tmp: Path, seconds: float, block: int) -> dict[str, Any]:
     """The sound held between PortAudio and the speaker at a random moment (module docstring),
-    with the daemon's speaker class on a rig of its own, in this process, at `block` ms."""
+    with the daemon's speaker class on a rig of its own, in this process, at the speaker's
+    `block` ms."""
     from omnid.audio.portaudio import PortAudioSpeaker
 
     calls: list[tuple[float, int, int, int]] = []  # (time, frames before, frames, first loud)
@@ -293,7 +299,7 @@ def device_buffer(tmp: Path, seconds: float, block: int) -> dict[str, Any]:
     hum = np.ones(OUT_RATE // 2, np.int16)
     steady = np.ones(int((seconds + 0.4) * OUT_RATE), np.int16)
     signal = np.concatenate([hum, MARK, steady, MARK, hum])
-    rig = _rig(tmp, block, clock=time.monotonic)
+    rig = AlsaFifoRig(tmp, block_ms=block, clock=time.monotonic).start()
     try:
         with rig.in_process():
             speaker = Timed(rig.spk_device, block_ms=block)
@@ -380,7 +386,7 @@ def barge_ins(tmp: Path, count: int) -> dict[str, Any]:
     pcm = timeline(tmp / "mic.wav", total, [(s, vowel(segment)) for s in starts], noise_seed=12)
     key = make_key()
     sim = Simulator(tmp, key)
-    rig = _rig(tmp, block_ms("vad"))
+    rig = _rig(tmp, "vad")
     try:
         vad = VAD + "silence_duration_ms = 300\n"
         daemon = launch(tmp, sim, key, vad + _devices(rig, 'echo_guard = "off"\n'), env=rig.env)
@@ -412,7 +418,7 @@ def taps(tmp: Path, count: int) -> dict[str, Any]:
     segment = 3.0
     key = make_key()
     sim = Simulator(tmp, key)
-    rig = _rig(tmp, block_ms("manual"))
+    rig = _rig(tmp, "manual")
     sent: list[float] = []
     try:
         daemon = launch(tmp, sim, key, _devices(rig), env=rig.env)
@@ -476,12 +482,14 @@ def alsa(
         sim.stop()
     buffers: dict[int, dict[str, Any]] = {}
     for mode in ("vad", "manual"):  # the barge-in's and the tap's
-        if block_ms(mode) not in buffers:
-            (tmp / f"buffer{block_ms(mode)}").mkdir()
-            buffers[block_ms(mode)] = device_buffer(
-                tmp / f"buffer{block_ms(mode)}", buffer_s, block_ms(mode)
-            )
-    buffer = {mode: {"block_ms": block_ms(mode), **buffers[block_ms(mode)]} for mode in MODES}
+        block = speaker_block_ms(mode)
+        if block not in buffers:
+            (tmp / f"buffer{block}").mkdir()
+            buffers[block] = device_buffer(tmp / f"buffer{block}", buffer_s, block)
+    buffer = {
+        mode: {"block_ms": speaker_block_ms(mode), **buffers[speaker_block_ms(mode)]}
+        for mode in MODES
+    }
     barge: list[float] = []
     tapped: list[float] = []
     for i in range(runs):

@@ -454,8 +454,8 @@ def _alsa_lines(a: dict[str, Any], wav: dict[str, Any] | None) -> list[str]:
             continue
         shown.add(b["block_ms"])
         lines.append(
-            f"device buffer at {b['block_ms']} ms blocks ({mode} mode's; PortAudio's ALSA buffer "
-            f"and the speaker pipe: what a flush at a random moment leaves to play): p50 "
+            f"device buffer at {b['block_ms']} ms speaker blocks ({mode} mode's; PortAudio's ALSA "
+            f"buffer and the speaker pipe: what a flush at a random moment leaves to play): p50 "
             f"{b['ms_p50']:.1f} ms, p5–p95 {b['ms_p5']:.1f}–{b['ms_p95']:.1f}, max "
             f"{b['ms_max']:.1f}; {b['callbacks_per_s']:.1f} playback callbacks / s, "
             f"{b['back_to_back_pct']:.0f} % of them back to back; {b['start_offset_ms']:.0f} ms "
