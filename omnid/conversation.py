@@ -150,9 +150,15 @@ class Conversation:
         self.session.connect_now()
         self._status()
         while self.running:
-            tick_s = IDLE_TICK_S if self.mic_sleep.asleep and not self.alarm.active else TICK_S
+            tick_s = TICK_S
+            if self.mic_sleep.asleep and not self.alarm.active:
+                tick_s = max(TICK_S, min(IDLE_TICK_S, self.health.longest_tick_s))
+            # Until the next tick is due, not a whole tick from the last event: the microphone's
+            # batches come every 100 ms too, and a wait restarted by each would wake the loop
+            # twice per tick.
+            wait = max(0.0, self._last_tick + tick_s - self.clock())
             due_in = self.timers.next_due_in()
-            event = self.inbox.get(timeout=tick_s if due_in is None else min(tick_s, due_in))
+            event = self.inbox.get(timeout=wait if due_in is None else min(wait, due_in))
             if event is not None:
                 self.handle(event)
             self.ring_due()  # a timer rings on time, not at the next tick

@@ -40,6 +40,12 @@ class Health:
         self.audio_trouble = ""
         log.info("audio resumed")
 
+    @property
+    def longest_tick_s(self) -> float:
+        """How seldom the loop may tick and still ping on time (a ping goes out at the first
+        tick after it is due): half the ping interval, so a ping is at most half late."""
+        return float("inf") if self._watchdog is None else self._watchdog.interval_s / 2
+
     def tick(self, now: float) -> None:
         if self._watchdog is None or not self._watchdog.due(now):
             return

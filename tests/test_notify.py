@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from omnid.micsleep import SLEEP_AFTER_S
 from tests.harness import Daemon, NotifySocket, Simulator, make_key, wav_devices, write_config
 from tests.test_handsfree import timeline
 from tests.test_turn_wav import speech
@@ -91,6 +92,9 @@ def test_ready_status_watchdog_reload_and_stop_mid_turn(tmp_path: Path) -> None:
 
 
 def test_a_stalled_loop_or_a_dead_microphone_stops_the_watchdog(tmp_path: Path) -> None:
+    """A stuck loop stops the pings. So does a dead microphone, once it is needed: while the
+    push-to-talk microphone sleeps between turns (`omnid/micsleep.py`) the loop feeds the
+    watchdog, and the press that starts the microphone again finds it dead."""
     sim, daemon, notify = start(tmp_path)
     try:
         notify.wait("READY=1")
@@ -99,9 +103,13 @@ def test_a_stalled_loop_or_a_dead_microphone_stops_the_watchdog(tmp_path: Path) 
         stall = time.time()
         daemon.ctl("_stall 4")
         resumed = notify.wait("WATCHDOG=1", after=stall + 0.5, timeout=10)
-        time.sleep(2.0)
+        time.sleep(SLEEP_AFTER_S + 1.0)  # idle: the microphone is asleep by now
+        asleep = (time.time() - 3.0, time.time())
         killed = time.time()
         daemon.ctl("_kill-mic")
+        time.sleep(1.0)
+        pressed = time.time()
+        daemon.ctl("press")  # starts the microphone: it stays dead
         time.sleep(4.0)
         alive = daemon.proc.poll() is None
     finally:
@@ -111,12 +119,15 @@ def test_a_stalled_loop_or_a_dead_microphone_stops_the_watchdog(tmp_path: Path) 
     pings = notify.times("WATCHDOG=1")
     before_stall = max(t for t in pings if t < stall)
     print(
-        f"\nstall: no ping for {resumed - before_stall:.1f} s; "
-        f"after the microphone died: {len([t for t in pings if t > killed + 2.0])} pings"
+        f"\nstall: no ping for {resumed - before_stall:.1f} s; asleep: "
+        f"{len([t for t in pings if asleep[0] <= t < asleep[1]])} pings in 3 s; after the dead "
+        f"microphone was pressed for: {len([t for t in pings if t > pressed + 2.0])} pings"
     )
     assert resumed - before_stall >= 3.5  # nothing while the loop was stuck
+    assert len([t for t in pings if asleep[0] <= t < asleep[1]]) >= 2  # asleep is not deaf
+    assert len([t for t in pings if killed <= t < pressed]) >= 1  # nor is it, until needed
     assert alive  # the process itself does not notice: only the watchdog does
-    assert not [t for t in pings if t > killed + 2.0], "pinging while deaf"
+    assert not [t for t in pings if t > pressed + 2.0], "pinging while deaf"
 
 
 def test_a_vanished_notify_socket_neither_crashes_nor_blocks_the_stop(tmp_path: Path) -> None:
