@@ -243,6 +243,8 @@ class Soak:
         make_images(images)
         mic = self.work / "mic.wav"
         write_mic(mic, self.duration + 30)
+        with open(self.csv_path, "w", newline="") as f:  # the header, whatever follows
+            csv.writer(f).writerow([x.name for x in fields(Sample)])
         key = make_key()
         sim = Simulator(self.work, key, "--max-session-s", f"{self.cap_s:g}")
         session = f"[session]\nrollover_after_min = {self.rollover_min:g}\n"
@@ -257,8 +259,9 @@ class Soak:
         try:
             try:
                 daemon = launch(self.work, sim, key, config)
-            except (RuntimeError, AssertionError) as exc:
-                raise Died(f"omnid run did not start: {exc}") from None
+            except (RuntimeError, AssertionError) as exc:  # the message holds its output
+                print(f"{TAG} omnid run did not start: {exc}", file=sys.stderr)
+                raise Died("omnid run did not start (its output above)") from None
             say(
                 f"omnid run (pid {daemon.proc.pid}) up in {daemon.ready_s:.2f} s; soaking for "
                 f"{hms(self.duration)} (warm-up {hms(self.warmup)}, a sample every "
@@ -298,9 +301,8 @@ class Soak:
         next_progress = progress_every
         warmup_said = False
         cpu0, at0 = cpu_seconds(pid), time.monotonic()
-        with open(self.csv_path, "w", newline="") as f:
+        with open(self.csv_path, "a", newline="") as f:
             out = csv.writer(f)
-            out.writerow([x.name for x in fields(Sample)])
             k = 1
             while k * self.args.every <= self.duration + 1e-6:
                 deadline = t0 + k * self.args.every
@@ -470,7 +472,7 @@ def table(r: dict[str, Any]) -> str:
         (
             "turns",
             f"{r['turns_answered']} answered, {r['turns_lost']} lost of "
-            f"{r['utterances_due']} utterances  {r['turn_outcomes']}",
+            f"{r['utterances_due']} utterances due  {r['turn_outcomes']}",
         ),
         (
             "sessions",
