@@ -63,15 +63,19 @@ def open_audio(
     """Open (not start) both devices; raise AudioDeviceError naming the device and what exists.
 
     Two `wav:` devices share one clock, so the output file's timeline is the input's; a `wav:`
-    device paired with a sound card gets its own clock. The speaker's block is `block_ms` up to
-    20 ms, and 20 (or 10) ms beyond (`wav.output_block`).
+    device paired with a sound card gets its own clock. A sound card's speaker block is
+    `block_ms` up to 20 ms, and 20 (or 10) ms beyond (`wav.output_block`).
     """
     if block_ms <= 0:
         raise ValueError(f"block_ms must be positive, not {block_ms}")
     in_wav = input_device.startswith(WAV_PREFIX)
     out_wav = output_device.startswith(WAV_PREFIX)
-    shared = WavClock(block_ms) if in_wav and out_wav else None
-    spk_block_ms = output_block(block_ms)  # the speaker's own, smaller block (`output_block`)
+    # A sound card's speaker takes a block of at most 20 ms (`output_block`); a `wav:` speaker on
+    # the microphone's clock keeps the microphone's cadence: where its sound starts and where a
+    # flush cuts it are exact to the sample whatever the block, and nothing is ever handed over
+    # that could not be dropped, so a smaller block would only wake the clock more often.
+    shared = WavClock(block_ms, block_ms) if in_wav and out_wav else None
+    spk_block_ms = block_ms if shared else output_block(block_ms)
 
     mic = open_microphone(input_device, block_ms=block_ms, on_mic_block=on_mic_block, clock=shared)
     try:
