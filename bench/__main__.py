@@ -34,7 +34,7 @@ from typing import Any
 
 from bench.alsa import alsa
 from bench.common import loadavg, machine
-from bench.latency import barge_ins, commit_turns
+from bench.latency import barge_ins, commit_turns, taps
 from bench.load import load
 from bench.mcp import mcp_rss
 from bench.report import SECTIONS, keys, summarise, table
@@ -111,6 +111,7 @@ def run(plan: Plan, work: Path, sections: list[str]) -> dict[str, Any]:
             jobs.append((f"commit{i}", lambda d: commit_turns(d, plan.lengths)))
         for i in range(plan.barge_runs):
             jobs.append((f"barge{i}", lambda d: barge_ins(d, plan.barge_count)))
+            jobs.append((f"tap{i}", lambda d: taps(d, plan.barge_count)))
         jobs.append(("load", lambda d: load(d, plan.load_warmup_s, plan.load_s, plan.load_rounds)))
         jobs.append(("sessions", lambda d: sessions(d, plan.sessions_s, plan.sessions_warmup_s)))
         jobs.append(("mcp", lambda d: mcp_rss(d, plan.load_warmup_s)))

@@ -117,3 +117,46 @@ def barge_ins(tmp: Path, count: int) -> dict[str, Any]:
     if len(silent_after) < count:
         raise RuntimeError(f"barge-in scenario: {len(silent_after)} of {count} barge-ins seen")
     return {"barge_ms": silent_after, "turns": turns, "ready_s": daemon.ready_s}
+
+
+def taps(tmp: Path, count: int) -> dict[str, Any]:
+    """Push-to-talk: a held vowel, its (echoed) answer, and a tap of the button 0.6 s into that
+    answer, `count` times. For every tap: how long sound went on after the tap was sent
+    (`omnid ctl tap`, stamped just before it left; 0 when nothing sounded after it)."""
+    segment, answer_at, cycle = 1.5, 0.6, 5.0
+    starts = [LEAD_S + k * cycle for k in range(count)]
+    total = starts[-1] + cycle + 2.0
+    timeline(tmp / "mic.wav", total, [(s, vowel(segment)) for s in starts])
+    key = make_key()
+    sim = Simulator(tmp, key)
+    tapped: list[float] = []
+    try:
+        daemon = launch(tmp, sim, key, _devices(tmp, "earcons = false\n"))
+        try:
+            wall0 = daemon.audio_started_wall()
+            for k, start in enumerate(starts):
+                _wait_wall(wall0 + start - 0.1)
+                daemon.ctl("press")
+                _wait_wall(wall0 + start + segment + 0.1)
+                daemon.ctl("release")
+                deadline = time.time() + 10
+                while daemon.ctl("status")["state"] != "speaking" and time.time() < deadline:
+                    time.sleep(0.01)
+                time.sleep(answer_at)
+                tapped.append(time.time())
+                daemon.ctl("tap")
+                daemon.wait_record("turn", count=k + 1, timeout=10)
+            time.sleep(0.3)
+        finally:
+            daemon.stop()
+    finally:
+        sim.stop()
+    out = np.abs(read_wav(tmp / "spk.wav").astype(np.int32))
+    silent_after: list[float] = []
+    for t in tapped:
+        i = int((t - wall0) * OUT_RATE)
+        if out[i - OUT_RATE // 5 : i].max() <= LOUD:
+            raise RuntimeError("tap scenario: nothing was playing when the tap was sent")
+        loud = np.nonzero(out[i : i + OUT_RATE] > LOUD)[0]
+        silent_after.append((loud[-1] + 1) / OUT_RATE * 1000 if len(loud) else 0.0)
+    return {"tap_ms": silent_after, "ready_s": daemon.ready_s}
