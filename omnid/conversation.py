@@ -813,6 +813,7 @@ class Conversation:
             fields["USER_TEXT"] = turn.user_text
             fields["ASSISTANT_TEXT"] = turn.assistant_text
         self.feedback.turn(fields, logging.WARNING if outcome == "lost" else logging.INFO)
+        turn.forget_audio()
         if turn.user_text or turn.assistant_text or turn.item_id:
             self.history.append(turn)  # for the context carry-over into the next session
         if outcome in ("answered", "retried"):

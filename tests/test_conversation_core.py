@@ -191,6 +191,28 @@ def test_a_manual_turn_goes_out_press_appends_commit_response_and_its_answer_pla
     assert rig.sink.states == ["connecting", "idle", "listening", "thinking", "speaking", "idle"]
 
 
+def test_finished_turns_keep_their_words_for_the_carry_over_but_not_their_audio(
+    tmp_path: Path,
+) -> None:
+    """A turn's audio is kept to send it again after a dropped connection; once the turn is
+    over, only its words are (the next session's carry-over). Fifty finished turns with their
+    audio were ~6 MB that a two-hour soak (scripts/soak-memory) showed as growth."""
+    rig = Rig(tmp_path, "manual")
+    for n in range(1, 4):
+        rig.conv.handle(ev.Press("test", rig.now))
+        rig.speak(1.0)
+        rig.conv.handle(ev.Release("test", rig.now))
+        rig.server("response.created", response={"id": f"resp_{n}"})
+        rig.server("response.audio_transcript.done", response_id=f"resp_{n}", transcript="ok")
+        rig.audio(f"resp_{n}")
+        rig.server("response.audio.done", response_id=f"resp_{n}")
+        rig.done(f"resp_{n}", tokens=120)
+    assert [t["OUTCOME"] for t in rig.sink.turns] == ["answered"] * 3
+    assert len(rig.conv.history) == 3 and all(t.assistant_text for t in rig.conv.history)
+    assert [t.audio_s for t in rig.conv.history] == [1.0] * 3  # as the records say
+    assert not any(t.blocks for t in rig.conv.history)
+
+
 def test_a_handsfree_turn_is_cut_short_by_speech_over_its_answer(tmp_path: Path) -> None:
     rig = Rig(tmp_path, "vad")
     rig.speak(0.2, level=0)  # hands-free streams silence too: the service's VAD needs it
