@@ -229,7 +229,6 @@ class Soak:
         self.cap_s = self.rollover_min * 60 * 1.2 + 30  # a missed rollover is cut, and counted
         self.samples: list[Sample] = []
         self.csv_path = work / "samples.csv"
-        self.reasons: list[str] = []
         self.daemon_exit: int | None = None
         self.died = ""
         self.interrupted = False
