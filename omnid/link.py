@@ -47,7 +47,10 @@ from omnid.events import Event, LinkClosed, LinkMessage
 log = logging.getLogger("omnid.link")
 
 # A dead TCP connection (router reboot, Wi-Fi gone) shows no error until a read times out: we ping
-# every PING_INTERVAL_S and treat DEAD_AFTER_S without any frame (pong included) as a drop.
+# after PING_INTERVAL_S without sending or without hearing anything, and treat DEAD_AFTER_S
+# without any frame (pong included) as a drop. (Hands-free mode sends all the time, and in a quiet
+# room the service has nothing to say: without the second rule, nothing asked for a pong, and a
+# healthy session was dropped every 30 s.)
 PING_INTERVAL_S = 10.0
 DEAD_AFTER_S = 30.0
 CLOSE_GRACE_S = 1.0
@@ -115,6 +118,8 @@ class Link:
         self.session_id = ""
         self.opened_at = 0.0
         self.last_send_t = 0.0
+        self.last_recv_t = 0.0  # a frame with data (the reader's; pongs it swallows do not count)
+        self.last_ping_t = 0.0
 
     def __repr__(self) -> str:
         return f"<Link #{self.id} {self.session_id or 'unconfigured'}>"
@@ -136,7 +141,7 @@ class Link:
         ws.settimeout(DEAD_AFTER_S)
         self._ws = ws
         self.opened_at = time.monotonic()
-        self.last_send_t = self.opened_at
+        self.last_send_t = self.last_recv_t = self.opened_at
 
     def start_reader(self) -> None:
         """Start the reader and the writer; separate from connect() so `LinkUp` is queued
@@ -294,6 +299,7 @@ class Link:
                 if opcode != websocket.ABNF.OPCODE_TEXT:
                     log.warning("link %s: ignoring a non-text frame (opcode %s)", self.id, opcode)
                     continue
+                self.last_recv_t = time.monotonic()
                 try:
                     event = protocol.parse(data)
                 except protocol.ProtocolError as exc:

@@ -425,9 +425,10 @@ class Session:
             if link is None:
                 continue
             link.check_writer()
-            if now - link.last_send_t >= PING_INTERVAL_S:
+            heard = max(link.last_recv_t, link.last_ping_t)  # a ping's pong is heard, unseen
+            if now - link.last_send_t >= PING_INTERVAL_S or now - heard >= PING_INTERVAL_S:
                 link.ping()
-                link.last_send_t = now
+                link.last_send_t = link.last_ping_t = now
 
     def close(self) -> None:
         links = [link for link in (self.link, self.next) if link is not None]

@@ -32,7 +32,7 @@ class StandInLink:
 
     def __init__(self) -> None:
         self.session_id = ""
-        self.last_send_t = 0.0
+        self.last_send_t = self.last_recv_t = self.last_ping_t = 0.0
         self.sent: list[dict[str, Any]] = []
         self.closed = False
 

@@ -5,11 +5,11 @@ The real `Conversation` runs on the test's thread with a fake clock (its documen
 speaker the real `wav:` `Speaker` from `omnid.audio` (ticked by the test, so its started/drained
 events come back as the daemon would post them). Only the link is faked, and only as far as the
 conversation and its `Session` touch it (`send`, `close`, `ping`, `check_writer`,
-`session_id`, `last_send_t`; `Session._open` hands out fake links, so reconnects and rollovers
-happen): a socket's bytes are the business of test_protocol.py and the simulator tests; here
-every server message is a JSON text that goes through `protocol.parse` first, as the link's
-reader thread does, and every client event the machine sends is encoded as `Link.send` encodes
-it.
+`session_id`, `last_send_t`, `last_recv_t`, `last_ping_t`; `Session._open` hands out fake links,
+so reconnects and rollovers happen): a socket's bytes are the business of test_protocol.py and
+the simulator tests; here every server message is a JSON text that goes through `protocol.parse`
+first, as the link's reader thread does, and every client event the machine sends is encoded as
+`Link.send` encodes it.
 
 Between server events hypothesis interleaves what else reaches the queue — microphone blocks,
 press/release/tap, time passing (timers, rollover), connects, failures and drops — so events
@@ -81,7 +81,7 @@ class FakeLink:
 
     def __init__(self) -> None:
         self.session_id = ""
-        self.last_send_t = 0.0
+        self.last_send_t = self.last_recv_t = self.last_ping_t = 0.0
         self.sent: list[str] = []
         self.wire: list[tuple[str, Any]] = []
         self.closed: tuple[int, str] | None = None

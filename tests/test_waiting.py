@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from omnid.link import DEAD_AFTER_S
 from omnid.micsleep import SLEEP_AFTER_S
 from tests.alsa_rig import AlsaFifoRig
 from tests.harness import Daemon, Simulator, make_key, wav_devices, write_config, write_wav
@@ -107,3 +108,30 @@ def test_after_the_sleep_portaudio_hears_the_question_and_plays_the_answer(tmp_p
     score = best_correlation(out, expected)
     print(f"speaker output vs utterance: normalised correlation {score:.3f}")
     assert score >= 0.8  # the whole question was heard, and the whole answer played
+
+
+def test_streaming_into_a_quiet_room_keeps_its_session(tmp_path: Path) -> None:
+    """Hands-free mode sends the microphone all the time, and a quiet room gives the service
+    nothing to answer: the link must still ask for a pong (PING_INTERVAL_S without hearing
+    anything), or its 30 s dead-connection rule drops a healthy session twice a minute."""
+    key = make_key()
+    write_wav(tmp_path / "mic.wav", noise(60.0, seed=9) // 100)  # about -60 dBFS: no speech
+    sim = Simulator(tmp_path, key)
+    vad = '[session]\nmode = "vad"\n[session.vad]\ntype = "server_vad"\n'
+    daemon = Daemon(
+        tmp_path, write_config(tmp_path, sim.url, key, vad + wav_devices(tmp_path)), key
+    )
+    try:
+        daemon.wait_ready()
+        time.sleep(DEAD_AFTER_S + 8.0)
+        status = daemon.ctl("status")
+    finally:
+        assert daemon.stop() == 0
+        sim.stop()
+    appends = [r for r in sim.wire("recv") if r["event"]["type"] == "input_audio_buffer.append"]
+    sent = [r for r in sim.wire("send") if r["event"]["type"] != "session.updated"]
+    print(f"\n{len(appends)} appends, {len(sent)} server events besides session.updated")
+    assert len(appends) >= 10 * DEAD_AFTER_S  # it streamed the whole time …
+    assert not [r for r in sent if r["event"]["type"] == "input_audio_buffer.speech_started"]
+    assert len(daemon.records("session_open")) == 1, "the quiet session was dropped"
+    assert "dead connection" not in daemon.output() and status["connected"]
