@@ -237,10 +237,16 @@ def test_tap_during_playback_silences_within_one_block_and_cancels(tmp_path: Pat
         daemon.ctl("press")
         time.sleep(max(0.0, wall0 + LEAD_S + 4.3 - time.time()))
         daemon.ctl("release")
+        released = int((time.time() - wall0 + 0.5) * OUT_RATE)  # past the "sent" earcon
+        # The answer echoes the turn from the press, so it opens with the silence held before the
+        # vowel (up to LEAD_S, however soon the daemon was ready): wait for the vowel itself.
         deadline = time.time() + 10
-        while daemon.ctl("status")["state"] != "speaking" and time.time() < deadline:
-            time.sleep(0.01)
-        time.sleep(1.0)  # a second into the answer
+        while time.time() < deadline:
+            played = np.fromfile(tmp_path / "spk.wav", dtype="<i2", offset=WAV_HEADER)
+            if (np.abs(played[released:].astype(np.int32)) > 64).sum() > OUT_RATE // 10:
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)  # half a second into the vowel
         tap_sent = time.time()
         reply = daemon.ctl("tap")
         tap_done = time.time()
