@@ -170,7 +170,10 @@ class Simulator(Process):
     def record(self) -> list[dict[str, Any]]:
         if not self.record_path.exists():
             return []
-        return [json.loads(x) for x in self.record_path.read_text().splitlines() if x.strip()]
+        text = self.record_path.read_text()
+        # The simulator may be mid-way through a long line (an audio delta): only whole lines count.
+        whole = text[: text.rfind("\n") + 1]
+        return [json.loads(x) for x in whole.splitlines() if x.strip()]
 
     def wire(self, direction: str | None = None) -> list[dict[str, Any]]:
         """(t, direction, event) of every event on the wire, in order."""
