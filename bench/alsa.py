@@ -61,7 +61,7 @@ from bench.common import (
     vowel,
 )
 from bench.waiting import MODES, appends, threads
-from omnid.audio.wav import output_block
+from omnid.audio.base import output_block
 from omnid.modes import MODES as MODE_BY_NAME
 from tests.alsa_rig import AlsaFifoRig
 

@@ -29,7 +29,8 @@ from omnid.audio import (
     open_audio,
 )
 from omnid.audio.portaudio import PortAudioMicrophone, PortAudioSpeaker, negotiate
-from omnid.audio.wav import WavClock, WavMicrophone, WavSpeaker
+from omnid.audio.wav import WavMicrophone, WavSpeaker
+from omnid.audio.wav_clock import WavClock
 from tests.alsa_rig import AlsaFifoRig
 from tests.harness import write_wav
 

@@ -131,7 +131,7 @@ def test_talking_over_the_answer_silences_it_within_one_block(tmp_path: Path) ->
 
 def echo_run(tmp: Path, guard: str) -> tuple[int, int]:
     """One utterance into a box whose speaker feeds back into its microphone."""
-    # The microphone's block is vad mode's 100 ms; the speaker's 20 ms (`wav.output_block`).
+    # The microphone's block is vad mode's 100 ms; the speaker's 20 ms (`audio.base.output_block`).
     rig = AlsaFifoRig(tmp, feedback_gain=0.5, block_ms=100, spk_block_ms=20).start()
     sim, daemon = None, None
     try:

@@ -207,7 +207,7 @@ def test_the_wake_word_stops_an_answer_and_the_box_ignores_its_own_voice(tmp_pat
     wake = said("okay nabu")
     long_question = said("tell me a long story about a dragon who lived under a big old bridge")
     question = said("what time is it")
-    # The microphone's block is wake mode's 100 ms; the speaker's 20 ms (`wav.output_block`).
+    # The microphone's block is wake mode's 100 ms; the speaker's 20 ms (`audio.base.output_block`).
     rig = AlsaFifoRig(tmp_path, feedback_gain=0.1, block_ms=100, spk_block_ms=20).start()
     sim = daemon = None
     try:

@@ -19,9 +19,11 @@ from omnid.audio.base import (
     PlaybackQueue,
     Speaker,
     SpeakerEventCallback,
+    output_block,
 )
 from omnid.audio.wav import PREFIX as WAV_PREFIX
-from omnid.audio.wav import WavClock, WavMicrophone, WavSpeaker, output_block
+from omnid.audio.wav import WavMicrophone, WavSpeaker
+from omnid.audio.wav_clock import WavClock
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -64,7 +66,7 @@ def open_audio(
 
     Two `wav:` devices share one clock, so the output file's timeline is the input's; a `wav:`
     device paired with a sound card gets its own clock. A sound card's speaker block is
-    `block_ms` up to 20 ms, and 20 (or 10) ms beyond (`wav.output_block`).
+    `block_ms` up to 20 ms, and 20 (or 10) ms beyond (`base.output_block`).
     """
     if block_ms <= 0:
         raise ValueError(f"block_ms must be positive, not {block_ms}")

@@ -392,3 +392,16 @@ class Speaker(_Closable):
             self._on_event(kind, t)
         except Exception:
             log.exception("on_speaker_event(%r) raised", kind)
+
+
+def output_block(block_ms: int) -> int:
+    """The speaker's block for an audio block of `block_ms`: never over 20 ms.
+
+    What has been handed to a device still plays where the device cannot drop it, and the
+    first sample of an answer waits for the next block: both stay within one 20 ms block
+    whatever the microphone's block. A speaker costs its wake-ups only while it plays (it
+    stands by otherwise), so the small block is cheap. A whole divisor of `block_ms`, so one
+    clock can run both."""
+    if block_ms <= 20:
+        return block_ms
+    return 20 if block_ms % 20 == 0 else 10

@@ -12,10 +12,9 @@ the same pacing a sound card gives, without one.
   as a sound card and appends it to a 24 kHz mono 16-bit WAV: a continuous timeline, silence
   included. The header is rewritten at least once a second and at close, so a killed process
   leaves a readable file.
-- Clock: a thread on an absolute schedule (never drifting; after a stall it catches up rather
-  than skipping). When both devices are `wav:` they share one clock: sample i of the output file
-  plays at i/24000 s after the clock's t0, as the input's sample j was heard at j/16000 s after
-  its start. Each tick delivers the input block *then* pulls the output. Audio queued while
+- Clock: a `WavClock` (`omnid.audio.wav_clock`), shared when both devices are `wav:`: sample i
+  of the output file plays at i/24000 s after the clock's t0, as the input's sample j was heard
+  at j/16000 s after its start. Audio queued while
   nothing plays starts at the moment it was queued, and a flush cuts at the moment of the flush,
   to the sample: so a test reads latency and barge-in straight off the output file, and what it
   reads is what a sound card started and aborted on demand would play. The clock starts with
@@ -29,12 +28,9 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import threading
 import time
 import wave
-from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import soxr
@@ -49,140 +45,13 @@ from omnid.audio.base import (
     Speaker,
     SpeakerEventCallback,
 )
+from omnid.audio.wav_clock import WavClock
 
 log = logging.getLogger(__name__)
 
 PREFIX = "wav:"
 _HEADER_BYTES = 44
 _MAX_DATA_BYTES = 0xFFFFFFFF - 36
-
-
-class _Member(Protocol):
-    def _tick(self, t: float) -> None: ...
-
-
-class WavClock:
-    """The ticker: calls the input's then the output's `_tick(t)` on an absolute schedule.
-
-    `t` is the tick's scheduled monotonic time (the moment the block's capture ended), so
-    timestamps are exact even when the thread wakes late. The members run under `_lock`, so
-    `leave()` (from close()) waits for a tick in progress and never races a file write.
-
-    Two cadences, as a sound card's two streams have two periods: the output's small step
-    (`output_block_ms`) while the speaker plays, and the input's block (a whole multiple of it)
-    otherwise. A member may `pause()` (a microphone nobody needs, a speaker with nothing to
-    play) and `resume()` later; the timeline goes on. A paused microphone gets no ticks; a
-    paused speaker still gets the microphone's (its file is the timeline tests and benchmarks
-    read) but keeps none coming itself. With both paused the thread sleeps without waking at
-    all, as a sound card with its streams stopped costs nothing. The paused stretch is skipped,
-    not caught up: the microphone's file plays on meanwhile, as a room does, and the speaker
-    fills its file with that much silence.
-    """
-
-    def __init__(
-        self,
-        block_ms: int,
-        output_block_ms: int | None = None,
-        now: Callable[[], float] = time.monotonic,
-    ) -> None:
-        step_ms = output_block_ms or output_block(block_ms)
-        if block_ms % step_ms:
-            raise ValueError(f"block_ms {block_ms} is not a multiple of the output's {step_ms}")
-        self.step_s = step_ms / 1000
-        self.every = block_ms // step_ms  # output steps per input block
-        self.now = now  # the timeline's clock (a test driving the ticks itself brings its own)
-        self.ticks = 0  # output steps since t0, as of the last tick
-        self.t0 = 0.0
-        self._lock = threading.RLock()
-        self._attached = threading.Condition(self._lock)
-        self._members: dict[_Member, bool] = {}  # joined members → running (not paused)
-        self._input: _Member | None = None
-        self._output: _Member | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def last_t(self) -> float:
-        """When the last tick ran on the timeline."""
-        return self.t0 + self.ticks * self.step_s
-
-    def join(self, member: _Member, role: str) -> int:
-        """Attach a started member; start the clock if needed. Returns the steps elapsed."""
-        with self._lock:
-            self._members[member] = True
-            if role == "input":
-                self._input = member
-            else:
-                self._output = member
-            if self._thread is None:
-                self.t0 = time.monotonic()
-                self._thread = threading.Thread(
-                    target=self._run, args=(self._stop,), name="omnid-wav-clock"
-                )
-                self._thread.daemon = True
-                self._thread.start()
-            self._attached.notify_all()
-            return self.ticks
-
-    def pause(self, member: _Member) -> None:
-        """Stop ticking `member` until `resume()`; the timeline goes on without it."""
-        with self._lock:
-            if member in self._members:
-                self._members[member] = False
-
-    def resume(self, member: _Member) -> None:
-        with self._lock:
-            if member in self._members:
-                self._members[member] = True
-                self._attached.notify_all()
-
-    def leave(self, member: _Member) -> None:
-        """Detach; stop the clock when nothing is attached."""
-        with self._lock:
-            self._members.pop(member, None)
-            if self._input is member:
-                self._input = None
-            if self._output is member:
-                self._output = None
-            idle = not self._members
-            thread = self._thread
-            if idle:
-                self._stop.set()
-                self._attached.notify_all()
-        if idle and thread is not None:
-            if thread is not threading.current_thread():
-                thread.join()
-            with self._lock:  # a later start() gets a fresh clock
-                if self._thread is thread:
-                    self._thread, self._stop, self.ticks = None, threading.Event(), 0
-
-    def _running(self, member: _Member | None) -> bool:
-        return member is not None and self._members.get(member, False)
-
-    def _run(self, stop: threading.Event) -> None:
-        n = 0
-        while True:
-            with self._lock:
-                if not any(self._members.values()) and not stop.is_set():
-                    while not any(self._members.values()) and not stop.is_set():
-                        self._attached.wait()  # nobody to tick: no wake-ups at all
-                    n = max(n, int((time.monotonic() - self.t0) / self.step_s))
-                fine = self._running(self._output)
-            if stop.is_set():
-                return
-            n = n + 1 if fine else (n // self.every + 1) * self.every
-            target = self.t0 + n * self.step_s
-            delay = target - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)  # a third cheaper than Event.wait; stop waits ≤ one step
-            if stop.is_set():
-                return
-            with self._lock:
-                self.ticks = n
-                if n % self.every == 0 and self._running(self._input):
-                    self._input._tick(target)  # type: ignore[union-attr]
-                if self._output is not None:  # standing by or not: its file is the timeline
-                    self._output._tick(target)
 
 
 def _path(spec: str) -> Path:
@@ -448,14 +317,14 @@ class WavSpeaker(Speaker):
         self._written = end
 
     def play(self, pcm: Int16Array, *, last: bool = False) -> None:
-        with self._clock._lock:  # the clock's lock first, as on the tick: one order, no deadlock
+        with self._clock.lock:  # the clock's lock first, as on the tick: one order, no deadlock
             idle = not self._playing and not self._queue.available
             super().play(pcm, last=last)
             if idle and self._queue.available:
                 self._start_at = self._sample(self._clock.now())
 
     def flush(self) -> None:
-        with self._clock._lock:
+        with self._clock.lock:
             cut = max(self._written, self._sample(self._clock.now()))
             lo = self._written if self._start_at is None else max(self._written, self._start_at)
             head = np.zeros(max(0, cut - lo), dtype=np.int16)
@@ -479,7 +348,7 @@ class WavSpeaker(Speaker):
             raise AudioDeviceError(f"{self.name}: start() after close()")
         if self._state == "open":
             self._state = "started"
-            with self._clock._lock:  # no tick between joining and catching up
+            with self._clock.lock:  # no tick between joining and catching up
                 self._clock.join(self, "output")
                 self._silence_until(self._sample(self._clock.last_t))
 
@@ -487,23 +356,10 @@ class WavSpeaker(Speaker):
         if self._state == "closed":
             return
         self._state = "closed"
-        with self._clock._lock:  # the time it stood by is silence, up to the last whole step
+        with self._clock.lock:  # the time it stood by is silence, up to the last whole step
             if self._clock.t0:
                 step = round(self._clock.step_s * WIRE_OUT)
                 self._silence_until(self._sample(self._clock.now()) // step * step)
         self._clock.leave(self)
         self._patch_header()
         os.close(self._fd)
-
-
-def output_block(block_ms: int) -> int:
-    """The speaker's block for an audio block of `block_ms`: never over 20 ms.
-
-    What has been handed to a device still plays where the device cannot drop it, and the
-    first sample of an answer waits for the next block: both stay within one 20 ms block
-    whatever the microphone's block. A speaker costs its wake-ups only while it plays (it
-    stands by otherwise), so the small block is cheap. A whole divisor of `block_ms`, so one
-    clock can run both."""
-    if block_ms <= 20:
-        return block_ms
-    return 20 if block_ms % 20 == 0 else 10
