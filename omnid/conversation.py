@@ -151,7 +151,9 @@ class Conversation:
         self._status()
         while self.running:
             tick_s = TICK_S
-            if self.mic_sleep.asleep and not self.alarm.active:
+            # Coarse ticks only while nothing is in the air: offline, the outage notice is due
+            # 3 s after the loss and the next reconnect at its moment, to the tick.
+            if self.mic_sleep.asleep and not self.alarm.active and self.session.ready:
                 tick_s = max(TICK_S, min(IDLE_TICK_S, self.health.longest_tick_s))
             # Until the next tick is due, not a whole tick from the last event: the microphone's
             # batches come every 100 ms too, and a wait restarted by each would wake the loop
