@@ -260,7 +260,9 @@ class Link:
         while True:
             with self._cond:
                 while not self._outbox and self._ws is not None:
-                    self._cond.wait(1.0)
+                    # No timeout: every change it waits for notifies (send, ping, close, and the
+                    # reader's end), and an idle box should not wake this thread every second.
+                    self._cond.wait()
                 if self._ws is None:
                     return
                 item, size = self._outbox.popleft()
