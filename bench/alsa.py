@@ -129,7 +129,7 @@ def _silent_after_ms(rig: AlsaFifoRig, out: npt.NDArray[np.int32], t: float) -> 
     None when it was not sounding in the 200 ms before `t` (nothing to silence). By the rig's
     time, not sample counts: a stopped stream leaves no silence in the output."""
     before, i, after = (_index_at(rig, t + d, len(out)) for d in (-0.2, 0.0, 1.0))
-    if before == i or out[before:i].max() <= LOUD:
+    if before == i or int(np.max(out[before:i])) <= LOUD:
         return None
     loud = np.nonzero(out[i:after] > LOUD)[0]
     if not len(loud):
