@@ -32,7 +32,7 @@ def _config_or_status(path: Path | None) -> Config | int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from omnid.config import render_effective
+    from omnid.config_render import render_effective
 
     cfg = _config_or_status(args.config)
     if isinstance(cfg, int):
@@ -131,7 +131,7 @@ def _tools(args: argparse.Namespace) -> int:
 
 
 def _usage(args: argparse.Namespace) -> int:
-    from omnid.usage_report import run
+    from omnid.usage_command import run
 
     return run(args.config, args.file, args.since, args.until, args.json)
 

@@ -77,7 +77,6 @@ __all__ = [
     "VadSection",
     "WakeSection",
     "load_config",
-    "render_effective",
     "resolve_config_path",
 ]
 
@@ -570,6 +569,3 @@ def _show(value: Any, secrets: set[str]) -> str:
 def _section(sections: Mapping[str, BaseModel | None], name: str, kind: type[_M]) -> _M | None:
     found = sections.get(name)
     return found if isinstance(found, kind) else None
-
-
-from omnid.config_render import render_effective  # noqa: E402  (re-exported for callers)

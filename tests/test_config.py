@@ -27,9 +27,9 @@ from omnid.config import (
     ConfigError,
     SessionSection,
     load_config,
-    render_effective,
     resolve_config_path,
 )
+from omnid.config_render import render_effective
 from omnid.config_schema import SECTIONS as SCHEMA
 from omnid.config_schema import table_model
 from tests.secret_guard import assert_no_secret, make_key

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from omnid.config import Config, ToolsSection, keep_restart_only, load_config, render_effective
+from omnid.config import Config, ToolsSection, keep_restart_only, load_config
+from omnid.config_render import render_effective
 from omnid.config_schema import RESTART_ONLY, CommandToolConfig
 from tests.secret_guard import assert_no_secret, make_key
 from tests.test_config import EX_CONFIG, PREFIX, check_config, clean_env, problem_lines

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from omnid.usage_report import run as usage_run
+from omnid.usage_command import run as usage_run
 from tests.harness import (
     Daemon,
     Simulator,

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from omnid.usage_report import run
+from omnid.usage_command import run
 from tests.harness import ROOT, clean_env
 
 DATA = ROOT / "tests" / "data"
