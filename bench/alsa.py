@@ -17,10 +17,11 @@
   give for any moment T the last sample handed over by T and when the rig sounds it
   (`AlsaFifoRig.speaker_time`, which models the reader as a DAC); their difference, for T every
   millisecond of a steady window, is what a flush at a random moment leaves to play.
-  `alsa_device_buffer_ms` is its median at the barge-in's (`vad` mode's) speaker block; a
-  barge-in through the rig costs about that on top of the daemon's own reaction (which the
-  `wav:` timeline measures: `barge_in_ms_p95`), hence the issue's "≤ 25 ms + the device
-  buffer". The speaker's own flush is measured beside it, in the same process.
+  `alsa_device_buffer_ms` is its median at the barge-in's (`vad` mode's) speaker block, and
+  `alsa_device_buffer_ms_p95` its 95th percentile (the refills make it saw); a barge-in through
+  the rig costs about that on top of the daemon's own reaction (which the `wav:` timeline
+  measures: `barge_in_ms_p95`), hence the issue's "≤ 25 ms + the device buffer", p95 against
+  p95. The speaker's own flush is measured beside it, in the same process.
   The blocks are each mode's defaults (the microphone's `block_ms()`, the speaker's
   `speaker_block_ms()`), and so are the rig's: they decide how often the daemon's streams wake
   and how much PortAudio hands over at once.
